@@ -1,0 +1,340 @@
+// The page: a prompt form filled from GET /v1/models, one job panel that follows a job's event
+// stream to the finished video, and the gallery. Plain ES modules, no build step.
+
+import {
+  api, contentUrl, mediaSrc, describeError, describeJobError, watchEvents, getApiKey, setApiKey,
+} from "./api.js";
+import { createGallery } from "./gallery.js";
+
+const $ = (id) => document.getElementById(id);
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const POLL_MS = 1000;
+
+let models = []; // [{id, sizes, seconds, defaults}] normalised from /v1/models
+let current = null; // {video, stop} for the job in the panel
+
+// ---------------------------------------------------------------- errors
+
+function showError(box, { title, message }) {
+  box.replaceChildren();
+  const strong = document.createElement("strong");
+  strong.textContent = title;
+  const p = document.createElement("p");
+  p.textContent = message;
+  box.append(strong, p);
+  box.hidden = false;
+}
+
+function clearError(box) {
+  box.hidden = true;
+  box.replaceChildren();
+  for (const el of document.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+}
+
+// ---------------------------------------------------------------- the form
+
+// GET /v1/models entries carry sizes, seconds and default_* fields (service/schemas.py ModelPublic).
+function normaliseModel(m) {
+  return {
+    id: m.id,
+    sizes: m.sizes || [],
+    seconds: (m.seconds || []).map(String),
+    size: m.default_size,
+    secondsDefault: String(m.default_seconds ?? ""),
+    steps: m.default_steps,
+    guidance: m.default_guidance,
+    maxSteps: m.max_steps,
+  };
+}
+
+function fillOptions(select, values, chosen, label = (v) => v) {
+  select.replaceChildren(...values.map((v) => {
+    const o = document.createElement("option");
+    o.value = v;
+    o.textContent = label(v);
+    o.selected = v === chosen;
+    return o;
+  }));
+}
+
+function applyModel(id) {
+  const m = models.find((x) => x.id === id) || models[0];
+  if (!m) return;
+  fillOptions($("size"), m.sizes, m.size, (s) => s.replace("x", " × "));
+  fillOptions($("seconds"), m.seconds, m.secondsDefault, (s) => `${s} s`);
+  $("steps").placeholder = m.steps != null ? `default ${m.steps}` : "model default";
+  $("guidance").placeholder = m.guidance != null ? `default ${m.guidance}` : "model default";
+  if (m.maxSteps) $("steps").max = m.maxSteps;
+}
+
+async function loadModels() {
+  try {
+    const body = await api.models();
+    models = (body.data || []).map(normaliseModel);
+    fillOptions($("model"), models.map((m) => m.id), models[0] && models[0].id);
+    applyModel($("model").value);
+  } catch (err) {
+    showError($("error"), describeError(err));
+  }
+}
+
+function readForm() {
+  const body = {
+    prompt: $("prompt").value.trim(),
+    model: $("model").value || undefined,
+    size: $("size").value || undefined,
+    seconds: $("seconds").value || undefined,
+  };
+  const num = (el) => (el.value.trim() === "" ? undefined : Number(el.value));
+  body.seed = num($("seed"));
+  body.num_inference_steps = num($("steps"));
+  body.guidance_scale = num($("guidance"));
+  if ($("negative").value.trim()) body.negative_prompt = $("negative").value.trim();
+  return body;
+}
+
+function fillForm(video) {
+  $("prompt").value = video.prompt || "";
+  if (models.some((m) => m.id === video.model)) {
+    $("model").value = video.model;
+    applyModel(video.model);
+  }
+  $("size").value = video.size;
+  $("seconds").value = String(video.seconds);
+  $("seed").value = video.seed ?? "";
+  $("steps").value = video.num_inference_steps ?? "";
+  $("guidance").value = video.guidance_scale ?? "";
+  $("negative").value = video.negative_prompt || "";
+}
+
+// A 429 disables the button for Retry-After seconds, counting down on the button itself.
+function holdSubmit(seconds) {
+  const button = $("submit");
+  let left = Math.max(1, Math.ceil(seconds));
+  button.disabled = true;
+  const tick = () => {
+    if (left <= 0) {
+      button.disabled = false;
+      button.textContent = "Generate";
+      return;
+    }
+    button.textContent = `Wait ${left} s`;
+    left -= 1;
+    setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+async function submit() {
+  const error = $("error");
+  clearError(error);
+  const body = readForm();
+  if (!body.prompt) {
+    $("prompt").setAttribute("aria-invalid", "true");
+    showError(error, { title: "Write a prompt first", message: "The prompt box is empty." });
+    $("prompt").focus();
+    return;
+  }
+  const button = $("submit");
+  button.disabled = true;
+  button.textContent = "Submitting…";
+  try {
+    const video = await api.create(body);
+    button.disabled = false;
+    button.textContent = "Generate";
+    openJob(video);
+    gallery.reload();
+  } catch (err) {
+    button.disabled = false;
+    button.textContent = "Generate";
+    showError(error, describeError(err));
+    const field = err.param && document.querySelector(`#create-form [name="${CSS.escape(err.param)}"]`);
+    if (field) {
+      field.setAttribute("aria-invalid", "true");
+      if (field.closest("#advanced")) $("advanced").open = true;
+    }
+    if (err.status === 429) holdSubmit(err.retryAfterS ?? 5);
+  }
+}
+
+// ---------------------------------------------------------------- the job panel
+
+function statusLine(video) {
+  const pct = Math.round(video.progress || 0);
+  switch (video.status) {
+    case "queued":
+      return video.queue_position != null
+        ? `Queued: position ${video.queue_position + 1} in line.` // the API counts from 0 = next
+        : "Queued, waiting for a worker.";
+    // the live region changes in 10 % steps so a screen reader is not flooded every step
+    case "in_progress": return `Generating: ${Math.floor(pct / 10) * 10}% done.`;
+    case "completed": return "Done. The video is ready.";
+    case "failed": return "Failed.";
+    case "cancelled": return "Cancelled.";
+    default: return video.status;
+  }
+}
+
+function render(video) {
+  $("job").dataset.status = video.status;
+  $("job-status").textContent = statusLine(video);
+  const pct = video.status === "completed" ? 100 : Math.round(video.progress || 0);
+  $("job-progress").value = pct;
+  $("job-percent").textContent = `${pct}%`;
+  $("job-progress-row").hidden = TERMINAL.has(video.status);
+  $("cancel").disabled = false;
+  const bits = [video.model, video.size, video.seconds && `${video.seconds} s`, video.seed != null && `seed ${video.seed}`];
+  $("job-meta").textContent = bits.filter(Boolean).join(" · ");
+  if (video.status === "failed") showError($("job-error"), describeJobError(video.error));
+  if (video.status === "cancelled") showError($("job-error"), describeJobError({ code: "cancelled", message: "The job was cancelled before it finished." }));
+}
+
+async function showResult(video) {
+  const player = $("player");
+  const download = $("download");
+  try {
+    const src = await mediaSrc(video.id, "video");
+    if (!current || current.video.id !== video.id) return; // the user opened another job meanwhile
+    player.src = src;
+    download.href = getApiKey() ? src : contentUrl(video.id, "video");
+    download.setAttribute("download", `${video.id}.mp4`);
+    $("result").hidden = false;
+  } catch (err) {
+    showError($("job-error"), describeError(err));
+    return;
+  }
+  const badge = $("provenance");
+  badge.hidden = true;
+  try {
+    const p = await api.provenance(video.id);
+    const valid = p.valid ?? (p.validation_state ? /valid|trusted/i.test(p.validation_state) : false);
+    const signer = p.signer || p.issuer || p.signed_by || "unknown signer";
+    badge.textContent = valid ? `C2PA valid · ${signer}` : `C2PA not valid · ${signer}`;
+    badge.className = `badge ${valid ? "ok" : "bad"}`;
+    badge.hidden = false;
+  } catch {
+    // 404: no provenance for this video (or the route does not exist yet): show nothing
+  }
+}
+
+// Merges one event's payload into the job record; the gateway's events carry the job's fields.
+function onEvent(name, payload) {
+  if (!current || typeof payload !== "object" || payload === null) return;
+  const v = { ...current.video, ...payload };
+  if (!payload.status && TERMINAL.has(name)) v.status = name;
+  if (payload.id && payload.id !== current.video.id) return;
+  current.video = v;
+  render(v);
+  if (TERMINAL.has(v.status)) finish();
+}
+
+async function finish() {
+  const id = current.video.id;
+  current.stop();
+  try {
+    current.video = await api.get(id); // the full record: error, seed, completed_at
+  } catch {
+    // keep what the events said
+  }
+  if (!current || current.video.id !== id) return;
+  render(current.video);
+  if (current.video.status === "completed") await showResult(current.video);
+  gallery.reload();
+}
+
+// Polls the job when the event stream is unavailable (a proxy that buffers, an old gateway).
+function poll(id) {
+  let timer = null;
+  const tick = async () => {
+    try {
+      onEvent("poll", await api.get(id));
+    } catch (err) {
+      showError($("job-error"), describeError(err));
+      return;
+    }
+    if (current && current.video.id === id && !TERMINAL.has(current.video.status)) timer = setTimeout(tick, POLL_MS);
+  };
+  timer = setTimeout(tick, POLL_MS);
+  return () => clearTimeout(timer);
+}
+
+function openJob(video) {
+  if (current) current.stop();
+  current = { video, stop: () => {} };
+  $("job").hidden = false;
+  $("result").hidden = true;
+  $("player").removeAttribute("src");
+  $("provenance").hidden = true;
+  clearError($("job-error"));
+  $("job-prompt").textContent = video.prompt || "";
+  render(video);
+  if (video.status === "completed") {
+    showResult(video);
+  } else if (!TERMINAL.has(video.status)) {
+    let stopPoll = () => {};
+    const stopEvents = watchEvents(
+      video.id, ["queued", "position", "progress", "in_progress", "completed", "failed", "cancelled", "status"],
+      onEvent,
+      () => { stopPoll = poll(video.id); },
+    );
+    current.stop = () => { stopEvents(); stopPoll(); };
+  }
+  $("job").scrollIntoView({ block: "nearest" });
+}
+
+async function cancel() {
+  if (!current) return;
+  $("cancel").disabled = true;
+  try {
+    onEvent("cancel", await api.cancel(current.video.id));
+  } catch (err) {
+    $("cancel").disabled = false;
+    showError($("job-error"), describeError(err));
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+
+const gallery = createGallery({
+  list: $("gallery"),
+  moreButton: $("more"),
+  status: $("gallery-status"),
+  onOpen: (video) => api.get(video.id).then(openJob, (err) => showError($("error"), describeError(err))),
+  onDeleted: (id) => {
+    if (current && current.video.id === id) {
+      current.stop();
+      current = null;
+      $("job").hidden = true;
+    }
+  },
+});
+
+$("create-form").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+$("prompt").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }
+});
+$("model").addEventListener("change", (e) => applyModel(e.target.value));
+$("cancel").addEventListener("click", cancel);
+$("refresh").addEventListener("click", () => gallery.reload());
+$("again").addEventListener("click", () => { fillForm(current.video); submit(); });
+$("edit").addEventListener("click", () => {
+  fillForm(current.video);
+  $("prompt").focus();
+  $("prompt").select();
+});
+
+$("api-key").value = getApiKey();
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  setApiKey($("api-key").value.trim());
+  $("key-box").open = false;
+  loadModels();
+  gallery.reload();
+});
+$("key-clear").addEventListener("click", () => {
+  setApiKey("");
+  $("api-key").value = "";
+});
+
+document.documentElement.dataset.ready = "loading";
+Promise.all([loadModels(), gallery.reload()]).then(() => { document.documentElement.dataset.ready = "true"; });
