@@ -111,6 +111,8 @@ export function describeError(err) {
   if (err.status === 401) return { title: "API key needed", message: `${msg} Paste a key under “API key” at the top of the page.` };
   if (err.status === 403) return { title: "Not allowed", message: msg };
   if (err.status === 404) return { title: "Not found", message: msg };
+  if (err.status === 409) return { title: "Not possible in the video's current state", message: msg };
+  if (err.status === 410) return { title: "Video expired", message: msg };
   if (err.status === 413) return { title: "Request too large", message: msg };
   if (err.status === 503) return { title: "Worker unavailable", message: `${msg} No worker can take this job right now; try again later.` };
   if (err.status >= 500) return { title: "Server error", message: msg };
@@ -126,6 +128,8 @@ export function describeJobError(error) {
     return { title: "Video withheld by the content policy", message };
   }
   if (code === "cancelled") return { title: "Cancelled", message };
+  if (code === "deleted") return { title: "Deleted", message };
+  if (code === "worker_lost") return { title: "Worker lost", message };
   return { title: `Generation failed (${code})`, message };
 }
 

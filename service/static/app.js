@@ -7,7 +7,7 @@ import {
 import { createGallery } from "./gallery.js";
 
 const $ = (id) => document.getElementById(id);
-const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const TERMINAL = new Set(["completed", "failed"]); // a cancelled job is failed with code "cancelled"
 const POLL_MS = 1000;
 
 let models = []; // [{id, sizes, seconds, defaults}] normalised from /v1/models
@@ -169,8 +169,7 @@ function statusLine(video) {
     // the live region changes in 10 % steps so a screen reader is not flooded every step
     case "in_progress": return `Generating: ${Math.floor(pct / 10) * 10}% done.`;
     case "completed": return "Done. The video is ready.";
-    case "failed": return "Failed.";
-    case "cancelled": return "Cancelled.";
+    case "failed": return video.error && video.error.code === "cancelled" ? "Cancelled." : "Failed.";
     default: return video.status;
   }
 }
@@ -182,11 +181,10 @@ function render(video) {
   $("job-progress").value = pct;
   $("job-percent").textContent = `${pct}%`;
   $("job-progress-row").hidden = TERMINAL.has(video.status);
-  $("cancel").disabled = false;
+  $("cancel").disabled = Boolean(current && current.cancelling);
   const bits = [video.model, video.size, video.seconds && `${video.seconds} s`, video.seed != null && `seed ${video.seed}`];
   $("job-meta").textContent = bits.filter(Boolean).join(" · ");
   if (video.status === "failed") showError($("job-error"), describeJobError(video.error));
-  if (video.status === "cancelled") showError($("job-error"), describeJobError({ code: "cancelled", message: "The job was cancelled before it finished." }));
 }
 
 async function showResult(video) {
@@ -273,7 +271,8 @@ function openJob(video) {
   } else if (!TERMINAL.has(video.status)) {
     let stopPoll = () => {};
     const stopEvents = watchEvents(
-      video.id, ["queued", "position", "progress", "in_progress", "completed", "failed", "cancelled", "status"],
+      // the gateway's event names (service/routers/videos.py); each event's data is the video object
+      video.id, ["queued", "in_progress", "progress", "completed", "failed"],
       onEvent,
       () => { stopPoll = poll(video.id); },
     );
@@ -285,10 +284,11 @@ function openJob(video) {
 async function cancel() {
   if (!current) return;
   $("cancel").disabled = true;
+  current.cancelling = true; // a running job stops at its next step; keep the button off till then
   try {
     onEvent("cancel", await api.cancel(current.video.id));
   } catch (err) {
-    $("cancel").disabled = false;
+    $("cancel").disabled = Boolean(current && current.cancelling);
     showError($("job-error"), describeError(err));
   }
 }
