@@ -1,0 +1,169 @@
+"""The Lua scripts behind every job state change, so each change is one atomic Redis call.
+
+Keys (prefix `st:`): `job:{id}` hash; `owner:{owner}` zset of ids by creation ms; `active:{owner}`
+set of queued/in_progress ids; `queue:{model}` zset (queue position); `running` hash id->worker;
+`worker:{worker}` heartbeat with a TTL; `expiry` zset id->expires_at; `stats:status` counts.
+Every status change goes through `_set_status` so the counts and sets stay in step.
+"""
+
+from __future__ import annotations
+
+PREFIX = "st:"
+
+_SET_STATUS = """
+local function set_status(id, from, to, now)
+  local k = 'st:job:' .. id
+  redis.call('HSET', k, 'status', to)
+  redis.call('HINCRBY', 'st:stats:status', from, -1)
+  redis.call('HINCRBY', 'st:stats:status', to, 1)
+  local model = redis.call('HGET', k, 'model')
+  if to ~= 'queued' then redis.call('ZREM', 'st:queue:' .. model, id) end
+  if to == 'completed' or to == 'failed' then
+    local owner = redis.call('HGET', k, 'owner')
+    redis.call('SREM', 'st:active:' .. owner, id)
+    redis.call('HDEL', 'st:running', id)
+    redis.call('HSET', k, 'finished_at', now)
+  end
+  redis.call('PUBLISH', 'st:events:' .. id, to)
+end
+"""
+
+# KEYS: none. ARGV: id, owner, created_ms, max_active, idem_key ('' = none), fingerprint,
+# idem_ttl_s, field1, value1, ...  Returns {'created', id} | {'existing', id, fingerprint} | {'busy', n}
+CREATE = """
+local id, owner, created_ms = ARGV[1], ARGV[2], ARGV[3]
+local max_active, idem, fp, ttl = tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
+if idem ~= '' then
+  local prior = redis.call('GET', idem)
+  if prior then
+    local sep = string.find(prior, '|', 1, true)
+    return {'existing', string.sub(prior, 1, sep - 1), string.sub(prior, sep + 1)}
+  end
+end
+local active = redis.call('SCARD', 'st:active:' .. owner)
+if active >= max_active then return {'busy', tostring(active)} end
+local k = 'st:job:' .. id
+for i = 8, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', k, 'status', 'queued', 'owner', owner, 'created_ms', created_ms)
+redis.call('ZADD', 'st:owner:' .. owner, created_ms, id)
+redis.call('SADD', 'st:active:' .. owner, id)
+redis.call('ZADD', 'st:queue:' .. redis.call('HGET', k, 'model'), created_ms, id)
+redis.call('HINCRBY', 'st:stats:status', 'queued', 1)
+if idem ~= '' then redis.call('SET', idem, id .. '|' .. fp, 'EX', ttl) end
+return {'created', id}
+"""
+
+# ARGV: id, now, code, message. A queued job fails at once (it never runs); a running one
+# gets a flag its worker reads at the next denoising step.
+# Returns 'missing' | 'cancelled' | 'requested' | <final status>
+CANCEL = _SET_STATUS + """
+local id, now = ARGV[1], ARGV[2]
+local k = 'st:job:' .. id
+local st = redis.call('HGET', k, 'status')
+if not st then return 'missing' end
+if st == 'queued' then
+  redis.call('HSET', k, 'cancel_requested', '1', 'error_code', ARGV[3], 'error_message', ARGV[4])
+  set_status(id, st, 'failed', now)
+  return 'cancelled'
+end
+if st == 'in_progress' then
+  redis.call('HSET', k, 'cancel_requested', '1')
+  redis.call('PUBLISH', 'st:events:' .. id, 'cancel')
+  return 'requested'
+end
+return st
+"""
+
+# ARGV: id. Removes the record and every index entry; a running worker sees the record gone
+# at its next step and stops. Returns the removed record's asset keys (flat list) or 'missing'.
+DELETE = """
+local id = ARGV[1]
+local k = 'st:job:' .. id
+local st = redis.call('HGET', k, 'status')
+if not st then return 'missing' end
+local owner, model = redis.call('HGET', k, 'owner'), redis.call('HGET', k, 'model')
+redis.call('HINCRBY', 'st:stats:status', st, -1)
+redis.call('ZREM', 'st:owner:' .. owner, id)
+redis.call('SREM', 'st:active:' .. owner, id)
+redis.call('ZREM', 'st:queue:' .. model, id)
+redis.call('HDEL', 'st:running', id)
+redis.call('ZREM', 'st:expiry', id)
+redis.call('DEL', k)
+redis.call('PUBLISH', 'st:events:' .. id, 'deleted')
+return 'deleted'
+"""
+
+# ARGV: id, worker, now, max_attempts, heartbeat prefix.
+# Returns {'claimed', attempts} | {'missing'} | {'done'} | {'cancelled'} | {'busy', worker} | {'exhausted', attempts}
+CLAIM = _SET_STATUS + """
+local id, worker, now, max_attempts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local k = 'st:job:' .. id
+local st = redis.call('HGET', k, 'status')
+if not st then return {'missing'} end
+if st == 'completed' or st == 'failed' then return {'done'} end
+if redis.call('HGET', k, 'cancel_requested') == '1' then
+  redis.call('HSET', k, 'error_code', 'cancelled', 'error_message', 'The video was cancelled.')
+  set_status(id, st, 'failed', now)
+  return {'cancelled'}
+end
+local holder = redis.call('HGET', 'st:running', id)
+if st == 'in_progress' and holder and holder ~= worker and redis.call('EXISTS', 'st:worker:' .. holder) == 1 then
+  return {'busy', holder}
+end
+local attempts = redis.call('HINCRBY', k, 'attempts', 1)
+if attempts > max_attempts then
+  redis.call('HSET', k, 'error_code', 'worker_lost',
+    'error_message', 'Gave up after ' .. max_attempts .. ' attempts: the worker running this video was lost each time.')
+  set_status(id, st, 'failed', now)
+  return {'exhausted', tostring(attempts)}
+end
+redis.call('HSET', k, 'started_at', now, 'worker', worker, 'progress', '0')
+redis.call('HSET', 'st:running', id, worker)
+if st ~= 'in_progress' then set_status(id, st, 'in_progress', now)
+else redis.call('PUBLISH', 'st:events:' .. id, 'in_progress') end
+return {'claimed', tostring(attempts)}
+"""
+
+# ARGV: id, progress. Returns 1 to go on, 0 when the job was cancelled or deleted.
+PROGRESS = """
+local k = 'st:job:' .. ARGV[1]
+if redis.call('EXISTS', k) == 0 then return 0 end
+if redis.call('HGET', k, 'cancel_requested') == '1' then return 0 end
+redis.call('HSET', k, 'progress', ARGV[2])
+redis.call('PUBLISH', 'st:events:' .. ARGV[1], 'progress')
+return 1
+"""
+
+# ARGV: id, to ('completed' | 'failed'), now, expires_at ('' = none), field1, value1, ...
+# Only an in_progress job finishes. Returns 'ok' | 'missing' | <current status>
+FINISH = _SET_STATUS + """
+local id, to, now, expires_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k = 'st:job:' .. id
+local st = redis.call('HGET', k, 'status')
+if not st then return 'missing' end
+if st ~= 'in_progress' then return st end
+for i = 5, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', k, 'completed_at', now)
+if expires_at ~= '' then
+  redis.call('HSET', k, 'expires_at', expires_at)
+  redis.call('ZADD', 'st:expiry', expires_at, id)
+end
+set_status(id, st, to, now)
+return 'ok'
+"""
+
+# ARGV: id, dead worker. Puts a job whose worker stopped heartbeating back in the queue.
+# Returns 1 when requeued.
+REQUEUE = _SET_STATUS + """
+local id, dead = ARGV[1], ARGV[2]
+local k = 'st:job:' .. id
+if redis.call('HGET', 'st:running', id) ~= dead then return 0 end
+if redis.call('EXISTS', 'st:worker:' .. dead) == 1 then return 0 end
+redis.call('HDEL', 'st:running', id)
+local st = redis.call('HGET', k, 'status')
+if st ~= 'in_progress' then return 0 end
+redis.call('HSET', k, 'progress', '0')
+redis.call('ZADD', 'st:queue:' .. redis.call('HGET', k, 'model'), redis.call('HGET', k, 'created_ms'), id)
+set_status(id, st, 'queued', '')
+return 1
+"""

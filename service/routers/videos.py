@@ -1,0 +1,263 @@
+"""/v1/videos: create, retrieve, list, delete, cancel, download content, server-sent events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from service.catalog import ServedModel
+from service.deps import CatalogDep, JobsDep, PrincipalDep, RedisDep, SettingsDep, StorageDep
+from service.errors import ApiError, not_found
+from service.jobs import events_channel, fingerprint
+from service.ranges import parse_range
+from service.schemas import VideoCreate, VideoDeleted, VideoList, VideoPublic
+from service.storage import ASSETS, asset_key
+
+log = logging.getLogger("spacetime.service")
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+TASK_NAME = "spacetime.generate_video"  # sent by name: the gateway never imports workers
+FINAL = ("completed", "failed")
+
+
+async def read_create_body(request: Request) -> VideoCreate:
+    """JSON, or the multipart / urlencoded form the openai SDK sends (every value a string)."""
+    content_type = request.headers.get("content-type", "")
+    raw: dict[str, Any]
+    if content_type.startswith("application/json"):
+        try:
+            raw = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "The body is not valid JSON.", code="invalid_json")
+        if not isinstance(raw, dict):
+            raise ApiError(400, "The JSON body must be an object.", code="invalid_json")
+    elif content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form()
+        raw = {}
+        for name, value in form.multi_items():
+            if not isinstance(value, str):
+                raise ApiError(400, f"File uploads are not supported (field '{name}').", code="unsupported_parameter", param=name)
+            raw[name] = value
+        for name in ("seed", "num_inference_steps", "guidance_scale", "fps"):
+            if raw.get(name) == "":
+                raw.pop(name)
+    else:
+        raise ApiError(
+            400, "Send the body as application/json or multipart/form-data.", code="unsupported_content_type"
+        )
+    try:
+        return VideoCreate.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+def resolve_spec(body: VideoCreate, model: ServedModel, max_prompt_chars: int) -> dict[str, Any]:
+    """Check the request against what the model supports and fill in its defaults."""
+    def bad(param: str, allowed: list[Any], given: Any) -> ApiError:
+        listed = ", ".join(str(a) for a in allowed)
+        return ApiError(400, f"Invalid {param} {given!r} for model '{model.name}'; allowed: {listed}.",
+                        code="invalid_value", param=param)
+
+    if body.input_reference is not None:
+        raise ApiError(400, "input_reference is not supported by this server.", code="unsupported_parameter",
+                       param="input_reference")
+    if len(body.prompt) > max_prompt_chars:
+        raise ApiError(400, f"The prompt is {len(body.prompt)} characters; the limit is {max_prompt_chars}.",
+                       code="prompt_too_long", param="prompt")
+    size = body.size or model.default_size
+    if size not in model.sizes:
+        raise bad("size", model.sizes, size)
+    seconds = body.seconds or model.default_seconds
+    if seconds not in model.seconds:
+        raise bad("seconds", model.seconds, seconds)
+    if body.fps is not None and body.fps != model.fps:
+        raise bad("fps", [model.fps], body.fps)
+    steps = body.num_inference_steps or model.default_steps
+    if steps > model.max_steps:
+        raise ApiError(400, f"num_inference_steps {steps} is above the limit of {model.max_steps} for "
+                       f"model '{model.name}'.", code="invalid_value", param="num_inference_steps")
+    return {
+        "model": model.name, "prompt": body.prompt, "negative_prompt": body.negative_prompt,
+        "seconds": seconds, "size": size, "fps": model.fps, "num_inference_steps": steps,
+        "guidance_scale": body.guidance_scale if body.guidance_scale is not None else model.default_guidance,
+        "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
+        "webhook_url": body.webhook_url,
+    }
+
+
+def _with_poll_hint(response: Response, video: VideoPublic, poll_after_ms: int) -> VideoPublic:
+    if video.status not in FINAL:
+        response.headers["openai-poll-after-ms"] = str(poll_after_ms)
+    return video
+
+
+@router.post("", response_model=VideoPublic, response_model_exclude_none=False)
+async def create_video(
+    request: Request, response: Response, principal: PrincipalDep, settings: SettingsDep, jobs: JobsDep,
+    catalog: CatalogDep, redis: RedisDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> VideoPublic:
+    body = await read_create_body(request)
+    model = catalog.get(body.model or catalog.default.name)
+    if model is None:
+        raise ApiError(400, f"Unknown model {body.model!r}; served models: {', '.join(catalog.names())}.",
+                       code="model_not_found", param="model")
+    spec = resolve_spec(body, model, settings.max_prompt_chars)
+    request.app.state.check_prompt(spec)  # prompt policy: before anything is queued
+    wait_s = await request.app.state.count_create(
+        args=[principal.owner, settings.create_limit_per_minute, 60, int(time.time())])
+    if int(wait_s) > 0:
+        raise ApiError(429, f"Create limit reached: {settings.create_limit_per_minute} videos per minute per key.",
+                       code="rate_limit_exceeded", headers={"Retry-After": str(wait_s)})
+    result = await jobs.create(principal.owner, spec, max_active=settings.max_active_jobs,
+                               idempotency_key=idempotency_key, idem_ttl_s=settings.idempotency_ttl_s)
+    if result.outcome == "busy":
+        raise ApiError(429, f"This key already has {result.active} videos queued or in progress (limit "
+                       f"{settings.max_active_jobs}); wait for one to finish.", code="too_many_active_jobs",
+                       headers={"Retry-After": "5"})
+    if result.outcome == "existing":
+        record = await jobs.get(result.job_id)
+        if record is None:
+            raise ApiError(409, "The video created with this Idempotency-Key was deleted.", code="idempotency_key_reused")
+        if result.fingerprint != fingerprint(spec):
+            raise ApiError(409, "This Idempotency-Key was already used with different parameters.",
+                           code="idempotency_key_reused")
+        response.headers["Idempotent-Replayed"] = "true"
+        return _with_poll_hint(response, await jobs.public(record), settings.poll_after_ms)
+    try:
+        await run_in_threadpool(request.app.state.celery.send_task, TASK_NAME, args=[result.job_id], queue=model.queue)
+    except Exception as exc:  # broker down: the job can never run, say so on the record and to the caller
+        log.error("could not queue job", extra={"job_id": result.job_id, "error": str(exc)})
+        await jobs.mark_failed(result.job_id, "queue_unavailable", "The job could not be queued.")
+        raise ApiError(503, "The job queue is unavailable; try again shortly.", code="queue_unavailable")
+    log.info("video queued", extra={"job_id": result.job_id, "owner": principal.owner, "model": model.name})
+    record = await jobs.get(result.job_id)
+    assert record is not None
+    return _with_poll_hint(response, await jobs.public(record), settings.poll_after_ms)
+
+
+@router.get("", response_model=VideoList)
+async def list_videos(
+    principal: PrincipalDep, jobs: JobsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+    order: Literal["asc", "desc"] = "desc",
+) -> VideoList:
+    if after is not None and await jobs.get(after, principal.owner) is None:
+        raise ApiError(400, f"No video with id '{after}' to list after.", code="invalid_value", param="after")
+    records, has_more = await jobs.list(principal.owner, limit=limit, after=after, order=order)
+    data = [await jobs.public(r) for r in records]
+    return VideoList(data=data, has_more=has_more,
+                     first_id=data[0].id if data else None, last_id=data[-1].id if data else None)
+
+
+@router.get("/{video_id}", response_model=VideoPublic)
+async def retrieve_video(video_id: str, response: Response, principal: PrincipalDep, jobs: JobsDep,
+                         settings: SettingsDep) -> VideoPublic:
+    record = await jobs.get(video_id, principal.owner)
+    if record is None:
+        raise not_found(video_id)
+    return _with_poll_hint(response, await jobs.public(record), settings.poll_after_ms)
+
+
+@router.delete("/{video_id}", response_model=VideoDeleted)
+async def delete_video(video_id: str, principal: PrincipalDep, jobs: JobsDep, storage: StorageDep) -> VideoDeleted:
+    if await jobs.get(video_id, principal.owner) is None or not await jobs.delete(video_id):
+        raise not_found(video_id)
+    await run_in_threadpool(storage.delete_job, video_id)
+    log.info("video deleted", extra={"job_id": video_id})
+    return VideoDeleted(id=video_id)
+
+
+@router.post("/{video_id}/cancel", response_model=VideoPublic)
+async def cancel_video(video_id: str, principal: PrincipalDep, jobs: JobsDep) -> VideoPublic:
+    if await jobs.get(video_id, principal.owner) is None:
+        raise not_found(video_id)
+    outcome = await jobs.cancel(video_id)
+    if outcome == "missing":
+        raise not_found(video_id)
+    if outcome in FINAL:
+        raise ApiError(409, f"The video is already {outcome}; only queued or in-progress videos can be cancelled.",
+                       code="video_not_cancellable")
+    log.info("video cancel " + outcome, extra={"job_id": video_id})
+    record = await jobs.get(video_id)
+    if record is None:
+        raise not_found(video_id)
+    return await jobs.public(record)
+
+
+@router.get("/{video_id}/content")
+async def download_content(
+    video_id: str, request: Request, principal: PrincipalDep, jobs: JobsDep, storage: StorageDep,
+    variant: Literal["video", "thumbnail", "spritesheet"] = "video",
+) -> Response:
+    record = await jobs.get(video_id, principal.owner)
+    if record is None:
+        raise not_found(video_id)
+    if record["status"] != "completed":
+        raise ApiError(409, f"The video is {record['status']}; content is available once it is completed.",
+                       code="video_not_ready")
+    key = asset_key(video_id, variant)
+    size = await run_in_threadpool(storage.size, key)
+    if record.get("assets_expired") == "1" or size is None:
+        raise ApiError(410, f"The content of video '{video_id}' has expired and was deleted.", code="video_expired")
+    media_type = ASSETS[variant][1]
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    span = parse_range(request.headers.get("range"), size)
+    if span is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        (start, end), status = span, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    return StreamingResponse(storage.read(key, start, end), status_code=status, media_type=media_type, headers=headers)
+
+
+@router.get("/{video_id}/events")
+async def video_events(video_id: str, principal: PrincipalDep, jobs: JobsDep, redis: RedisDep) -> StreamingResponse:
+    """Server-sent events: `queued` (with queue_position), `in_progress`, `progress`, then
+    `completed` or `failed`; each event's data is the video object."""
+    if await jobs.get(video_id, principal.owner) is None:
+        raise not_found(video_id)
+
+    async def stream() -> AsyncIterator[str]:
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(events_channel(video_id))  # before the first read, so nothing is missed
+        try:
+            last, last_sent = "", time.monotonic()
+            while True:
+                record = await jobs.get(video_id)
+                if record is None:
+                    yield f"event: failed\ndata: {json.dumps({'id': video_id, 'status': 'failed', 'error': {'code': 'deleted', 'message': 'The video was deleted.'}})}\n\n"
+                    return
+                video = await jobs.public(record)
+                payload = video.model_dump_json()
+                if payload != last:
+                    name = video.status
+                    if name == "in_progress" and last and json.loads(last).get("status") == "in_progress":
+                        name = "progress"
+                    yield f"event: {name}\ndata: {payload}\n\n"
+                    last, last_sent = payload, time.monotonic()
+                elif time.monotonic() - last_sent > 15:
+                    yield ": keep-alive\n\n"
+                    last_sent = time.monotonic()
+                if video.status in FINAL:
+                    return
+                # Wake on any change to this job, or each second to refresh the queue position.
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        finally:
+            await pubsub.unsubscribe()
+            await pubsub.aclose()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

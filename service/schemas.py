@@ -1,0 +1,116 @@
+"""Request and response bodies. `VideoPublic` has the fields of the openai SDK's `Video` type
+plus our extensions (seed, negative_prompt, num_inference_steps, guidance_scale, fps)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
+Variant = Literal["video", "thumbnail", "spritesheet"]
+
+
+class VideoCreate(BaseModel):
+    """POST /v1/videos, as JSON or as the multipart form the openai SDK sends (all strings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    seconds: str | None = None
+    size: str | None = None
+    negative_prompt: str = ""
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    num_inference_steps: int | None = Field(default=None, ge=1)
+    guidance_scale: float | None = Field(default=None, ge=1.0, le=30.0)
+    fps: int | None = Field(default=None, ge=1)
+    webhook_url: str | None = None
+    # Accepted so the SDK's field name gets a clear "not supported" instead of "extra field".
+    input_reference: Any = None
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_as_string(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class VideoPublic(BaseModel):
+    id: str
+    object: Literal["video"] = "video"
+    status: VideoStatus
+    progress: int = 0
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    model: str
+    prompt: str
+    seconds: str
+    size: str
+    error: VideoError | None = None
+    remixed_from_video_id: str | None = None
+    # Extensions: everything needed to reproduce the video.
+    seed: int
+    negative_prompt: str = ""
+    num_inference_steps: int
+    guidance_scale: float
+    fps: int
+    queue_position: int | None = None  # 0 = next to run; only while queued
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoPublic]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "spacetime"
+    sizes: list[str]
+    seconds: list[str]
+    fps: int
+    default_size: str
+    default_seconds: str
+    default_steps: int
+    default_guidance: float
+    max_steps: int
+    description: str = ""
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelPublic]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
