@@ -207,7 +207,7 @@ class WorkerJobs:
         return self.redis.hgetall(job_key(job_id)) or None
 
     def claim(self, job_id: str, max_attempts: int) -> tuple[str, str]:
-        result = self._claim(args=[job_id, self.worker_id, now_s(), max_attempts])
+        result = self._claim(args=[job_id, self.worker_id, now_s(), max_attempts, int(time.time() * 1000)])
         return result[0], (result[1] if len(result) > 1 else "")
 
     def report_progress(self, job_id: str, progress: int) -> bool:

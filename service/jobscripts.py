@@ -93,7 +93,7 @@ redis.call('PUBLISH', 'st:events:' .. id, 'deleted')
 return 'deleted'
 """
 
-# ARGV: id, worker, now, max_attempts, heartbeat prefix.
+# ARGV: id, worker, now_s, max_attempts, now_ms.
 # Returns {'claimed', attempts} | {'missing'} | {'done'} | {'cancelled'} | {'busy', worker} | {'exhausted', attempts}
 CLAIM = _SET_STATUS + """
 local id, worker, now, max_attempts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -117,7 +117,7 @@ if attempts > max_attempts then
   set_status(id, st, 'failed', now)
   return {'exhausted', tostring(attempts)}
 end
-redis.call('HSET', k, 'started_at', now, 'worker', worker, 'progress', '0')
+redis.call('HSET', k, 'started_at', now, 'started_ms', ARGV[5], 'worker', worker, 'progress', '0')
 redis.call('HSET', 'st:running', id, worker)
 if st ~= 'in_progress' then set_status(id, st, 'in_progress', now)
 else redis.call('PUBLISH', 'st:events:' .. id, 'in_progress') end

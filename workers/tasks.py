@@ -1,0 +1,280 @@
+"""The worker's tasks: `generate_video(job_id)` and `deliver_webhook(job_id, event)`.
+
+`generate_video` is idempotent: it takes a job id, claims the job atomically (a finished,
+cancelled or already-running job is left alone), writes its outputs under keys derived from
+the job id only, and finishes the job with one atomic transition. A redelivered job therefore
+overwrites its own files at worst and never leaves a second video under another name.
+
+The pipeline loads once per worker process (in `worker_process_init`) and stays resident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import numpy as np
+import redis
+from celery import signals
+from celery.exceptions import SoftTimeLimitExceeded
+
+from service import metrics, webhooks
+from service.catalog import Catalog, ServedModel
+from service.config import Settings, get_settings
+from service.jobs import WorkerJobs, to_public
+from service.logs import configure_logging
+from service.storage import Storage, asset_key, open_storage
+from workers import media
+from workers.celery_app import GENERATE_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK, app
+
+log = logging.getLogger("spacetime.worker")
+MODELS_ENV = "SPACETIME_WORKER_MODELS"  # comma-separated models this worker serves (set by `spacetime worker`)
+
+
+# ----------------------------------------------------------------------------- the model seam
+
+def load_model(source: str, device: str) -> Any:
+    """The one place the worker loads a pipeline (see docs/contracts.md)."""
+    from model.pipeline import load_pipeline  # torch is imported here, in the worker process only
+
+    return load_pipeline(source, device=device)
+
+
+def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool]) -> np.ndarray:
+    """The one place the worker calls a pipeline: job record -> uint8 frames (T, H, W, 3)."""
+    width_px, height_px = model.parse_size(job["size"])
+    return pipe(
+        prompt=job["prompt"], negative_prompt=job.get("negative_prompt", ""),
+        num_frames=model.num_frames(job["seconds"]), height=height_px, width=width_px, fps=int(job["fps"]),
+        num_inference_steps=int(job["num_inference_steps"]), guidance_scale=float(job["guidance_scale"]),
+        seed=int(job["seed"]), callback=callback,
+    )
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    from model.pipeline import GenerationCancelled
+
+    return isinstance(exc, GenerationCancelled)
+
+
+# ----------------------------------------------------------------------------- hooks after sampling
+
+def check_output(frames: np.ndarray, job: dict[str, str]) -> str | None:
+    """OUTPUT SAFETY HOOK: the output check (service/safety.py) plugs in here. Returns a reason
+    to withhold the video, or None. No check is installed yet."""
+    return None
+
+
+def sign_output(mp4_path: Path, job: dict[str, str], pipe: Any) -> None:
+    """C2PA SIGNING HOOK: workers/provenance.py signs the MP4 in place here (digital source type
+    trainedAlgorithmicMedia). No signer is installed yet."""
+    return None
+
+
+# ----------------------------------------------------------------------------- per-process state
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    catalog: Catalog
+    redis: redis.Redis
+    jobs: WorkerJobs
+    storage: Storage
+    models: list[str]
+    pipelines: dict[str, Any] = field(default_factory=dict)
+
+    def pipeline(self, model: ServedModel) -> Any:
+        if model.name not in self.pipelines:
+            started = time.perf_counter()
+            self.pipelines[model.name] = load_model(model.source, self.settings.device)
+            log.info("pipeline loaded", extra={"model": model.name, "load_s": round(time.perf_counter() - started, 2),
+                                               "random_weights": getattr(self.pipelines[model.name], "is_random_weights", None)})
+        return self.pipelines[model.name]
+
+
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    global _context
+    if _context is None:
+        settings = get_settings()
+        catalog = Catalog.load(settings.models_file)
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        models = [m for m in os.environ.get(MODELS_ENV, catalog.default.name).split(",") if m]
+        worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        _context = WorkerContext(settings, catalog, client, WorkerJobs(client, worker_id), open_storage(settings), models)
+    return _context
+
+
+def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
+    """Say this process is alive; requeue jobs whose worker stopped saying so."""
+    while not stop.is_set():
+        try:
+            ctx.jobs.heartbeat(ctx.models, ctx.settings.heartbeat_ttl_s)
+            for job_id, dead in ctx.jobs.orphans():
+                job = ctx.jobs.get(job_id)
+                if job and ctx.jobs.requeue(job_id, dead):
+                    model = ctx.catalog.get(job["model"])
+                    app.send_task(GENERATE_TASK, args=[job_id], queue=model.queue if model else None)
+                    log.warning("requeued a job whose worker died", extra={"job_id": job_id, "dead_worker": dead})
+        except redis.RedisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+        stop.wait(ctx.settings.heartbeat_s)
+
+
+@signals.worker_process_init.connect
+def _start_process(**_: Any) -> None:
+    """In each pool process: JSON logs, load this worker's pipelines, then start heartbeating."""
+    configure_logging(get_settings().log_level)
+    ctx = context()
+    for name in ctx.models:
+        model = ctx.catalog.get(name)
+        if model is not None:
+            ctx.pipeline(model)
+    stop = threading.Event()
+    threading.Thread(target=heartbeat_loop, args=(ctx, stop), name="heartbeat", daemon=True).start()
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _stop_process(**_: Any) -> None:
+        stop.set()
+        ctx.jobs.stop_heartbeat()
+
+
+# ----------------------------------------------------------------------------- tasks
+
+@app.task(name=GENERATE_TASK, acks_late=True, reject_on_worker_lost=True)
+def generate_video(job_id: str) -> str:
+    ctx = context()
+    extra = {"job_id": job_id}
+    outcome, info = ctx.jobs.claim(job_id, ctx.settings.max_attempts)
+    if outcome != "claimed":
+        log.info(f"job not run: {outcome}", extra={**extra, "detail": info})
+        if outcome in ("cancelled", "exhausted"):
+            notify(ctx, job_id)
+        return outcome
+    job = ctx.jobs.get(job_id) or {}
+    model = ctx.catalog.get(job.get("model", ""))
+    if model is None:
+        ctx.jobs.fail(job_id, "model_not_served", f"This worker does not serve model {job.get('model')!r}.")
+        notify(ctx, job_id)
+        return "failed"
+    log.info("generation started", extra={**extra, "attempt": info, "model": model.name})
+    started = time.perf_counter()
+    try:
+        pipe = ctx.pipeline(model)
+        frames = sample_frames(pipe, job, model, progress_callback(ctx, job_id, model.name))
+        reason = check_output(frames, job)
+        if reason is not None:
+            ctx.jobs.fail(job_id, "output_policy_violation", reason)
+            notify(ctx, job_id)
+            return "failed"
+        assets = store_outputs(ctx, job_id, job, frames, pipe)
+    except SoftTimeLimitExceeded:
+        ctx.jobs.fail(job_id, "timeout", f"Generation took longer than {ctx.settings.job_time_limit_s} s.")
+        notify(ctx, job_id)
+        return "failed"
+    except Exception as exc:
+        if is_cancellation(exc):
+            ctx.jobs.fail(job_id, "cancelled", "The video was cancelled.")
+            log.info("generation cancelled", extra=extra)
+        else:
+            log.exception("generation failed", extra=extra)
+            ctx.jobs.fail(job_id, "generation_failed", f"{type(exc).__name__}: {exc}")
+        notify(ctx, job_id)
+        return "failed"
+    expires_at = int(time.time()) + ctx.settings.output_ttl_s
+    if ctx.jobs.complete(job_id, expires_at, assets) != "ok":
+        # Deleted or cancelled while the files were being written: nothing may point at them.
+        ctx.storage.delete_job(job_id)
+        log.info("job gone before completion; outputs removed", extra=extra)
+        return "discarded"
+    elapsed = time.perf_counter() - started
+    metrics.observe(ctx.redis, "spacetime_generation_seconds", model.name, elapsed)
+    log.info("generation completed", extra={**extra, "seconds": round(elapsed, 2)})
+    notify(ctx, job_id)
+    return "completed"
+
+
+def progress_callback(ctx: WorkerContext, job_id: str, model_name: str) -> Callable[[int, int], bool]:
+    """Per denoising step: record progress (0-95, the rest is encoding) and step latency;
+    returning False makes the pipeline raise GenerationCancelled within this step."""
+    last = [time.perf_counter()]
+
+    def callback(step: int, total: int) -> bool:
+        now = time.perf_counter()
+        metrics.observe(ctx.redis, "spacetime_denoise_step_seconds", model_name, now - last[0])
+        last[0] = now
+        return ctx.jobs.report_progress(job_id, int(95 * step / max(total, 1)))
+
+    return callback
+
+
+def store_outputs(ctx: WorkerContext, job_id: str, job: dict[str, str], frames: np.ndarray, pipe: Any) -> dict[str, str]:
+    """MP4 + thumbnail + spritesheet + metadata, written in a scratch folder, then moved to
+    their deterministic keys."""
+    workspace = ctx.storage.workspace()
+    try:
+        meta = {
+            "job_id": job_id, "model": job["model"], "prompt": job["prompt"],
+            "negative_prompt": job.get("negative_prompt", ""), "seed": job["seed"], "size": job["size"],
+            "seconds": job["seconds"], "fps": job["fps"], "num_frames": str(len(frames)),
+            "num_inference_steps": job["num_inference_steps"], "guidance_scale": job["guidance_scale"],
+            "weights_hash": str(getattr(pipe, "weights_hash", "")),
+            "random_weights": str(getattr(pipe, "is_random_weights", "")),
+        }
+        mp4 = media.encode_mp4(frames, workspace / "video.mp4", fps=int(job["fps"]),
+                               metadata={"comment": json.dumps(meta), "title": job["prompt"][:200]})
+        sign_output(mp4, job, pipe)
+        media.write_thumbnail(frames, workspace / "thumbnail.webp")
+        media.write_spritesheet(frames, workspace / "spritesheet.jpg")
+        (workspace / "metadata.json").write_text(json.dumps(meta, indent=2))
+        for variant, name in (("video", "video.mp4"), ("thumbnail", "thumbnail.webp"),
+                              ("spritesheet", "spritesheet.jpg"), ("metadata", "metadata.json")):
+            ctx.storage.put(asset_key(job_id, variant), workspace / name)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return {"num_frames": str(len(frames))}
+
+
+def notify(ctx: WorkerContext, job_id: str) -> None:
+    """Queue a webhook delivery when the job asked for one and has finished."""
+    job = ctx.jobs.get(job_id)
+    if job and job.get("webhook_url") and job.get("status") in ("completed", "failed"):
+        app.send_task(WEBHOOK_TASK, args=[job_id, f"video.{job['status']}"], queue=WEBHOOK_QUEUE)
+
+
+@app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)
+def deliver_webhook(self: Any, job_id: str, event_type: str) -> str:
+    """POST the signed event; on failure retry with exponential backoff up to webhook_attempts."""
+    ctx = context()
+    job = ctx.jobs.get(job_id)
+    if job is None or not job.get("webhook_url"):
+        return "no job"
+    data = to_public(job).model_dump(mode="json")
+    headers, body = webhooks.build(ctx.settings.webhook_secret, f"msg_{job_id}_{event_type}", event_type, data)
+    attempt = self.request.retries + 1
+    extra = {"job_id": job_id, "event": event_type, "attempt": attempt}
+    try:
+        response = httpx.post(job["webhook_url"], content=body, headers=headers, timeout=ctx.settings.webhook_timeout_s)
+        if response.status_code < 300:
+            log.info("webhook delivered", extra=extra)
+            return "delivered"
+        problem = f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if attempt >= ctx.settings.webhook_attempts:
+        log.error(f"webhook gave up: {problem}", extra=extra)
+        return "gave up"
+    delay_s = ctx.settings.webhook_backoff_s * 2 ** (attempt - 1)
+    log.warning(f"webhook failed ({problem}); retry in {delay_s:.1f} s", extra=extra)
+    raise self.retry(countdown=delay_s)
