@@ -1,0 +1,108 @@
+"""The shapes world: determinism, held-out split, captions, buckets, rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.data.buckets import ShapesWorldStream, all_buckets, batch_size_for
+from model.data.captions import MAX_CAPTION_BYTES, canonical_caption, random_caption
+from model.data.shapes import (
+    COLOURS, MOTIONS, PALETTE, SHAPES, ObjectSpec, Scene, is_held_out, place_scene,
+    render_clip, sample_scene,
+)
+
+
+def test_render_is_deterministic_in_seed():
+    scene = Scene((ObjectSpec("circle", "red", "left"), ObjectSpec("square", "blue", "up")))
+    a, _ = render_clip(scene, seed=3, height=96, width=160, num_frames=9)
+    b, _ = render_clip(scene, seed=3, height=96, width=160, num_frames=9)
+    c, _ = render_clip(scene, seed=4, height=96, width=160, num_frames=9)
+    assert a.shape == (9, 96, 160, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_object_colour_and_motion_show_in_pixels():
+    scene = Scene((ObjectSpec("square", "yellow", "right"),))
+    frames, place = render_clip(scene, seed=0, height=128, width=128, num_frames=17)
+    target = np.array(PALETTE["yellow"]) * 255
+    near = np.abs(frames.astype(float) - target).max(-1) < 20          # (T, H, W)
+    xs = [np.nonzero(near[t])[1].mean() for t in (0, 16)]
+    assert near[0].sum() > 100 and xs[1] > xs[0] + 20                    # moved right
+    yy, xx = np.mgrid[0:128, 0:128] + 0.5
+    far = np.hypot(xx - place.centres[0, 0, 0], yy - place.centres[0, 0, 1]) > 1.4 * place.radii[0]
+    assert frames[0][far].max() <= 0.25 * 255 + 1                        # dark background
+    assert np.allclose(place.centres[0, :, 1], place.centres[0, 0, 1])   # no vertical drift
+
+
+def test_edges_are_anti_aliased():
+    frames, _ = render_clip(Scene((ObjectSpec("circle", "white", "still"),)), 1, 128, 128, 9)
+    levels = np.unique(frames[0, :, :, 0])
+    assert len(levels) > 20  # intermediate edge values, not a binary mask
+
+
+@pytest.mark.parametrize("height,width,frames", [(128, 128, 33), (160, 96, 33), (96, 160, 9)])
+def test_objects_stay_inside_and_apart(height, width, frames):
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        scene = sample_scene(rng, "train", num_objects=2)
+        place = place_scene(scene, rng, height, width, frames)
+        x, y = place.centres[..., 0], place.centres[..., 1]
+        r = place.radii[:, None]
+        assert (x - r >= 0).all() and (x + r <= width).all()
+        assert (y - r >= 0).all() and (y + r <= height).all()
+        gap = np.linalg.norm(place.centres[0] - place.centres[1], axis=-1).min()
+        assert gap > place.radii.sum()
+        assert scene.objects[0].colour != scene.objects[1].colour
+
+
+def test_held_out_combinations_never_trained():
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        scene = sample_scene(rng, "train")
+        assert not any(is_held_out(o) for o in scene.objects)
+    held = [sample_scene(rng, "heldout", 1).objects[0] for _ in range(200)]
+    assert all(is_held_out(o) for o in held)
+    assert {o.shape for o in held if o.colour == "purple"} == {"triangle"}
+    # Every attribute value still appears in training on its own.
+    seen = [sample_scene(rng, "train", 1).objects[0] for _ in range(2000)]
+    assert {o.colour for o in seen} == set(COLOURS)
+    assert {o.shape for o in seen} == set(SHAPES) and {o.motion for o in seen} == set(MOTIONS)
+    with pytest.raises(ValueError, match="split"):
+        sample_scene(rng, "test")
+
+
+def test_captions_vary_and_fit_the_tokenizer():
+    rng = np.random.default_rng(2)
+    scene = Scene((ObjectSpec("circle", "red", "left"),))
+    captions = {random_caption(scene, rng) for _ in range(200)}
+    assert len(captions) > 30
+    assert canonical_caption(scene) == "a red circle moving left"
+    assert any("crimson" in c or "scarlet" in c for c in captions)
+    for _ in range(500):
+        s = sample_scene(rng, "train")
+        assert len(random_caption(s, rng).encode()) <= MAX_CAPTION_BYTES
+        assert len(canonical_caption(s).encode()) <= MAX_CAPTION_BYTES
+    pair = Scene((ObjectSpec("triangle", "orange", "still"), ObjectSpec("square", "blue", "up")))
+    assert canonical_caption(pair) == "an orange triangle staying still and a blue square moving up"
+
+
+def test_stream_batches_share_a_bucket_and_scale_batch_size():
+    buckets = all_buckets()
+    assert len(buckets) == 12 and {b.num_frames for b in buckets} == {9, 17, 25, 33}
+    stream = ShapesWorldStream(voxels_per_batch=4 * 9 * 128 * 128, seed=0)
+    sizes = set()
+    for _ in range(6):
+        batch = stream.next_batch()
+        b, c, t, h, w = batch.video.shape
+        sizes.add((t, h, w))
+        assert c == 3 and (t - 1) % 4 == 0 and (h, w) in {(128, 128), (96, 160), (160, 96)}
+        assert b == batch_size_for(next(x for x in buckets if (x.num_frames, x.height, x.width) == (t, h, w)),
+                                   stream.voxels_per_batch)
+        assert len(batch.captions) == b and batch.video.min() >= -1 and batch.video.max() <= 1
+    assert len(sizes) > 1
+    again = ShapesWorldStream(voxels_per_batch=4 * 9 * 128 * 128, seed=0).next_batch()
+    first = ShapesWorldStream(voxels_per_batch=4 * 9 * 128 * 128, seed=0).next_batch()
+    assert torch.equal(again.video, first.video) and again.captions == first.captions
