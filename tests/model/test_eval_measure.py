@@ -1,0 +1,80 @@
+"""The frame-only measurer behind `spacetime eval`: right on ground truth, wrong when it should be."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.data.detector import detect_objects
+from model.data.shapes import ObjectSpec, Scene, render_clip
+from model.eval import build_prompt_set, evaluate, ground_truth, held_out_objects, score_case, summarise
+
+
+def test_measurer_scores_ground_truth_perfectly():
+    cases = build_prompt_set(num_seen=20, num_heldout=16, num_pairs=20, seed=3)
+    summary, _ = evaluate(ground_truth, cases, log=None)
+    for split in ("seen", "heldout", "pairs"):
+        row = summary[split]
+        assert (row["colour"], row["shape"], row["motion"], row["all_right"]) == (1.0, 1.0, 1.0, 1.0), split
+        assert row["consistency"] == 1.0
+
+
+def test_prompt_set_splits():
+    cases = build_prompt_set(num_seen=10, num_heldout=8, num_pairs=6)
+    held = [c for c in cases if c.split == "heldout"]
+    key = lambda o: (o.shape, o.colour, o.motion)  # noqa: E731
+    assert sorted((c.scene.objects[0] for c in held), key=key) == sorted(held_out_objects(), key=key)
+    assert len(held_out_objects()) == 8
+    assert all(len(c.scene.objects) == 2 for c in cases if c.split == "pairs")
+    assert {(c.height, c.width) for c in cases} == {(128, 128), (96, 160), (160, 96)}
+
+
+def _case(objects, frames=17, h=128, w=128, seed=5):
+    from model.eval import EvalCase
+
+    scene = Scene(tuple(objects))
+    return EvalCase("x", scene, "seen" if len(objects) == 1 else "pairs", frames, h, w, seed)
+
+
+@pytest.mark.parametrize("wrong,attr", [
+    (ObjectSpec("square", "red", "left"), "shape"),
+    (ObjectSpec("circle", "orange", "left"), "colour"),
+    (ObjectSpec("circle", "red", "right"), "motion"),
+    (ObjectSpec("circle", "red", "still"), "motion"),
+])
+def test_measurer_catches_each_wrong_attribute(wrong, attr):
+    asked = _case([ObjectSpec("circle", "red", "left")])
+    frames = render_clip(Scene((wrong,)), 5, 128, 128, 17)[0]
+    obj = score_case(asked, frames)["objects"][0]
+    assert obj[attr] is False
+    assert all(obj[a] for a in ("colour", "shape", "motion") if a != attr)
+
+
+def test_empty_video_and_missing_second_object_score_wrong():
+    asked = _case([ObjectSpec("triangle", "blue", "up"), ObjectSpec("square", "white", "down")])
+    empty = np.full((17, 128, 128, 3), 20, np.uint8)
+    assert not any(o["colour"] or o["shape"] for o in score_case(asked, empty)["objects"])
+    one = render_clip(Scene((asked.scene.objects[0],)), 5, 128, 128, 17)[0]
+    result = score_case(asked, one)
+    assert result["objects"][0]["all"] and not result["objects"][1]["all"] and not result["all"]
+    assert summarise([result])["pairs"]["all_right"] == 0.0
+
+
+def test_measurer_tolerates_blur_like_a_generated_video():
+    for i, obj in enumerate([ObjectSpec("triangle", "purple", "down"), ObjectSpec("square", "green", "up"),
+                             ObjectSpec("circle", "yellow", "right")]):
+        frames, _ = render_clip(Scene((obj,)), i, 96, 160, 25)
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+        kernel = torch.ones(3, 1, 3, 3) / 9.0
+        blurred = F.conv2d(F.pad(video, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+        noisy = (blurred + torch.randn_like(blurred) * 6).clamp(0, 255).round().byte()
+        got = detect_objects(noisy.permute(0, 2, 3, 1).contiguous().numpy())[0]
+        assert (got.colour, got.shape, got.motion) == (obj.colour, obj.shape, obj.motion)
+
+
+def test_detector_rejects_wrong_input():
+    with pytest.raises(ValueError, match="uint8"):
+        detect_objects(np.zeros((4, 8, 8, 3), np.float32))
