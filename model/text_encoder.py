@@ -1,0 +1,145 @@
+"""Prompt -> text states for cross-attention: a transformers T5 / UMT5 encoder plus its tokenizer.
+
+Two padding conventions, chosen by the config:
+- `use_mask=True` (our presets): pad to `max_length`, hand the padding mask to cross-attention.
+- `use_mask=False` (Wan2.1): zero the states past each prompt's end and attend to everything,
+  which is what Wan was trained with (its pipeline zero-pads UMT5 states to 512 tokens).
+Nothing is ever fetched from a hub: real checkpoints load from local folders, and the tiny preset
+uses `ByT5Tokenizer()`, which needs no vocabulary file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase, T5Config, T5EncoderModel, UMT5EncoderModel
+from transformers.utils import logging as hf_logging
+
+CONFIG_NAME = "spacetime_text.json"  # our settings beside transformers' own config.json
+
+
+@dataclass
+class TextEncoderConfig:
+    kind: str = "t5"  # "t5" (T5EncoderModel) or "umt5" (UMT5EncoderModel, Wan2.1)
+    tokenizer: str = "byt5"  # "byt5" (file-free) or "folder" (saved beside the encoder)
+    max_length: int = 64  # tokens; longer prompts are truncated
+    use_mask: bool = True
+    # T5 shape, used only when building a fresh encoder (real checkpoints carry their own config.json)
+    vocab_size: int = 384  # ByT5: 256 bytes + 3 specials + 125 extra ids
+    d_model: int = 256
+    d_kv: int = 64
+    d_ff: int = 512
+    num_layers: int = 4
+    num_heads: int = 4
+
+    def t5_config(self) -> T5Config:
+        return T5Config(
+            vocab_size=self.vocab_size, d_model=self.d_model, d_kv=self.d_kv, d_ff=self.d_ff,
+            num_layers=self.num_layers, num_heads=self.num_heads, feed_forward_proj="gated-gelu",
+            dropout_rate=0.0, is_encoder_decoder=False, use_cache=False,
+        )
+
+
+class TextEncoder(nn.Module):
+    """Tokenizer + encoder. `encode(prompts)` -> (states (B, L, d_model), mask (B, L) bool)."""
+
+    def __init__(self, cfg: TextEncoderConfig, encoder: nn.Module, tokenizer: PreTrainedTokenizerBase):
+        super().__init__()
+        self.config = cfg
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.config.d_model
+
+    def tokenize(self, prompts: list[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer(
+            list(prompts), padding="max_length", max_length=self.config.max_length, truncation=True,
+            add_special_tokens=True, return_tensors="pt",
+        )
+        return batch["input_ids"].to(device), batch["attention_mask"].to(device).bool()  # (B, L) each
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, L) and mask (B, L) -> states (B, L, d_model), cross-attention mask (B, L).
+
+        Differentiable (training calls this); `encode` wraps it for strings.
+        """
+        states = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state  # (B, L, d)
+        states = states * mask[..., None].to(states.dtype)  # padded positions are exactly zero
+        if not self.config.use_mask:
+            mask = torch.ones_like(mask)  # Wan attends to the zero padding too
+        return states, mask
+
+    def encode(self, prompts: list[str], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        device = device or next(self.encoder.parameters()).device
+        return self(*self.tokenize(prompts, device))
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_pretrained(self, encoder_folder: str | Path, tokenizer_folder: str | Path, dtype: torch.dtype | None = None) -> None:
+        encoder_folder = Path(encoder_folder)
+        encoder = self.encoder if dtype is None else _cast_copy(self.encoder, dtype)
+        with _quiet_progress():
+            encoder.save_pretrained(encoder_folder, safe_serialization=True)
+        (encoder_folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        self.tokenizer.save_pretrained(tokenizer_folder)
+
+    @classmethod
+    def from_pretrained(
+        cls, encoder_folder: str | Path, tokenizer_folder: str | Path | None = None,
+        cfg: TextEncoderConfig | None = None, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+    ) -> TextEncoder:
+        """Load from local folders; `cfg` defaults to our settings file, else to UMT5 Wan settings."""
+        encoder_folder = Path(encoder_folder)
+        if cfg is None:
+            settings = encoder_folder / CONFIG_NAME
+            cfg = TextEncoderConfig(**json.loads(settings.read_text())) if settings.exists() else wan_text_config()
+        model_cls = UMT5EncoderModel if cfg.kind == "umt5" else T5EncoderModel
+        with _quiet_progress():
+            encoder = model_cls.from_pretrained(encoder_folder, dtype=dtype, local_files_only=True)
+        if cfg.tokenizer == "byt5":
+            tokenizer = ByT5Tokenizer()
+        else:
+            if tokenizer_folder is None or not Path(tokenizer_folder).exists():
+                raise FileNotFoundError(f"tokenizer folder {tokenizer_folder} not found")
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True)
+        return cls(cfg, encoder.to(device).eval(), tokenizer)
+
+
+@contextmanager
+def _quiet_progress():
+    """No transformers progress bars for our small local loads (the CLI draws its own)."""
+    was_disabled = hf_logging.is_progress_bar_enabled() is False
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            hf_logging.enable_progress_bar()
+
+
+def _cast_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    return copy.deepcopy(module).to(dtype)
+
+
+def wan_text_config() -> TextEncoderConfig:
+    """Wan2.1's UMT5-XXL settings (the real shape comes from the checkpoint's config.json)."""
+    return TextEncoderConfig(kind="umt5", tokenizer="folder", max_length=512, use_mask=False,
+                             vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
+
+
+def build_text_encoder(cfg: TextEncoderConfig, seed: int | None = None) -> TextEncoder:
+    """A fresh (random) encoder of the configured shape with a file-free ByT5 tokenizer."""
+    if cfg.tokenizer != "byt5":
+        raise ValueError(f"a fresh text encoder needs tokenizer='byt5' (got {cfg.tokenizer!r}); load real ones with from_pretrained")
+    if seed is not None:
+        torch.manual_seed(seed)
+    encoder = (UMT5EncoderModel if cfg.kind == "umt5" else T5EncoderModel)(cfg.t5_config())
+    return TextEncoder(cfg, encoder.eval(), ByT5Tokenizer())
