@@ -47,7 +47,8 @@ def now_s() -> int:
 
 
 def fingerprint(spec: dict[str, Any]) -> str:
-    """Idempotency: the same key with different parameters is an error, so hash the parameters."""
+    """Idempotency: the same key with different parameters is an error, so hash the request
+    as sent (before defaults: a server-drawn seed must not make a replay look different)."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -101,7 +102,8 @@ class JobStore:
         self._delete = client.register_script(jobscripts.DELETE)
 
     async def create(
-        self, owner: str, spec: dict[str, Any], *, max_active: int, idempotency_key: str | None, idem_ttl_s: int
+        self, owner: str, spec: dict[str, Any], *, max_active: int, idempotency_key: str | None, idem_ttl_s: int,
+        request_fingerprint: str = "",
     ) -> CreateResult:
         job_id, created_ms = new_job_id(), int(time.time() * 1000)
         fields: list[str] = ["id", job_id, "created_at", str(created_ms // 1000), "progress", "0", "attempts", "0"]
@@ -110,13 +112,13 @@ class JobStore:
                 fields += [name, str(spec[name])]
         idem = f"{jobscripts.PREFIX}idem:{owner}:{idempotency_key}" if idempotency_key else ""
         result = await self._create(
-            args=[job_id, owner, created_ms, max_active, idem, fingerprint(spec), idem_ttl_s, *fields]
+            args=[job_id, owner, created_ms, max_active, idem, request_fingerprint, idem_ttl_s, *fields]
         )
         if result[0] == "existing":
             return CreateResult("existing", job_id=result[1], fingerprint=result[2])
         if result[0] == "busy":
             return CreateResult("busy", active=int(result[1]))
-        return CreateResult("created", job_id=job_id, fingerprint=fingerprint(spec))
+        return CreateResult("created", job_id=job_id, fingerprint=request_fingerprint)
 
     async def get(self, job_id: str, owner: str | None = None) -> dict[str, str] | None:
         """The record, or None when missing or (with `owner`) belonging to someone else."""

@@ -29,7 +29,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO") -> None:
     """JSON lines on stderr for our loggers; idempotent."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.__stderr__)  # not a redirected proxy (Celery pools)
     handler.setFormatter(JsonFormatter())
     for name in ("spacetime", "celery", "uvicorn.error"):
         logger = logging.getLogger(name)

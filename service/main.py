@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import keys
 from service.catalog import Catalog
 from service.config import Settings, get_settings
-from service.errors import error_response, install_error_handlers
+from service.errors import ApiError, error_response, install_error_handlers
 from service.jobs import JobStore, now_s
 from service.logs import configure_logging
 from service.routers import health, models, videos
@@ -73,9 +73,22 @@ class _TooLarge(Exception):
 
 
 def load_prompt_policy() -> Callable[[dict[str, Any]], None]:
-    """Hook point for the prompt policy (service/safety.py): called with the resolved spec
-    before anything is queued; raises ApiError to refuse. No policy module -> no check."""
-    return lambda spec: None
+    """The prompt policy (service/safety.py), run on the resolved request before anything is
+    queued; a rejection is a 400 with code content_policy_violation. A broken policy file
+    fails here, at startup, not on the first request."""
+    from service import safety
+
+    safety.get_policy()
+
+    def check(spec: dict[str, Any]) -> None:
+        decision = safety.check_request(spec["prompt"], spec.get("negative_prompt"))
+        if not decision.allowed:
+            error = safety.policy_error(decision)["error"]
+            log.info("prompt rejected by policy", extra={"prompt_sha256": decision.prompt_sha256,
+                                                         "category": decision.category})
+            raise ApiError(400, error["message"], code=error["code"], param=error["param"])
+
+    return check
 
 
 async def sweep_expired(jobs: JobStore, storage: Storage, interval_s: float) -> None:

@@ -36,6 +36,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.job_time_limit_s + 60},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         worker_proc_alive_timeout=300,  # loading a model in the pool process takes a while
         worker_send_task_events=False,
         task_serializer="json",

@@ -119,8 +119,10 @@ async def create_video(
     if int(wait_s) > 0:
         raise ApiError(429, f"Create limit reached: {settings.create_limit_per_minute} videos per minute per key.",
                        code="rate_limit_exceeded", headers={"Retry-After": str(wait_s)})
+    sent = fingerprint(body.model_dump(exclude_none=True))
     result = await jobs.create(principal.owner, spec, max_active=settings.max_active_jobs,
-                               idempotency_key=idempotency_key, idem_ttl_s=settings.idempotency_ttl_s)
+                               idempotency_key=idempotency_key, idem_ttl_s=settings.idempotency_ttl_s,
+                               request_fingerprint=sent)
     if result.outcome == "busy":
         raise ApiError(429, f"This key already has {result.active} videos queued or in progress (limit "
                        f"{settings.max_active_jobs}); wait for one to finish.", code="too_many_active_jobs",
@@ -129,7 +131,7 @@ async def create_video(
         record = await jobs.get(result.job_id)
         if record is None:
             raise ApiError(409, "The video created with this Idempotency-Key was deleted.", code="idempotency_key_reused")
-        if result.fingerprint != fingerprint(spec):
+        if result.fingerprint != sent:
             raise ApiError(409, "This Idempotency-Key was already used with different parameters.",
                            code="idempotency_key_reused")
         response.headers["Idempotent-Replayed"] = "true"

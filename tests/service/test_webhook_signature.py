@@ -1,0 +1,34 @@
+"""Standard Webhooks signatures: what a receiver checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+import pytest
+
+from service import webhooks
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+def test_signature_is_hmac_sha256_over_id_timestamp_body() -> None:
+    headers, body = webhooks.build(SECRET, "msg_1", "video.completed", {"id": "video_1"})
+    signed = f"msg_1.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(b"0123456789abcdef0123456789abcdef", signed, hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == f"v1,{expected}"
+    assert webhooks.verify(SECRET, headers, body)["data"] == {"id": "video_1"}
+
+
+def test_tampering_wrong_secret_and_stale_timestamps_are_rejected() -> None:
+    headers, body = webhooks.build(SECRET, "msg_1", "video.failed", {"id": "video_1"})
+    with pytest.raises(ValueError, match="does not match"):
+        webhooks.verify(SECRET, headers, body.replace(b"video_1", b"video_2"))
+    with pytest.raises(ValueError, match="does not match"):
+        webhooks.verify("whsec_" + base64.b64encode(b"other").decode(), headers, body)
+    with pytest.raises(ValueError, match="tolerance"):
+        webhooks.verify(SECRET, headers, body, now=time.time() + 3600)
+    with pytest.raises(ValueError, match="missing"):
+        webhooks.verify(SECRET, {}, body)
