@@ -101,7 +101,8 @@ class TextEncoder(nn.Module):
         if cfg is None:
             settings = encoder_folder / CONFIG_NAME
             cfg = TextEncoderConfig(**json.loads(settings.read_text())) if settings.exists() else wan_text_config()
-        model_cls = UMT5EncoderModel if cfg.kind == "umt5" else T5EncoderModel
+        model_type = json.loads((encoder_folder / "config.json").read_text()).get("model_type", cfg.kind)
+        model_cls = UMT5EncoderModel if model_type == "umt5" else T5EncoderModel  # the checkpoint decides
         with _quiet_progress():
             encoder = model_cls.from_pretrained(encoder_folder, dtype=dtype, local_files_only=True)
         if cfg.tokenizer == "byt5":

@@ -50,7 +50,7 @@ def build_vae(cfg: VAEConfig, seed: int | None = None) -> AutoencoderKLWan:
 
 
 def load_vae(folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> AutoencoderKLWan:
-    vae = AutoencoderKLWan.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
+    vae = AutoencoderKLWan.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     return vae.to(device).eval()
 
 
