@@ -3,10 +3,12 @@
     .venv/bin/python bench/safety_rates.py [--policy FILE] [--misses]
 
 Development sets (tests/fixtures/safety/benign.txt, adversarial.jsonl) were used while writing the
-policy; the held-out sets (benign_holdout.txt, adversarial_holdout.jsonl) were written and committed
-before they were first measured and were never used to tune it, so their rates are the honest
-estimate. FN counts an adversarial prompt that was allowed; "wrong category" counts one rejected
-under another category than labelled (still blocked, so not a miss).
+policy. Held-out round 1 (benign_holdout.txt, adversarial_holdout.jsonl) was committed before it was
+first measured (FP 5.0%, FN 31.7% on the first policy); its misses then drove a second policy round,
+so it is no longer held out. Held-out round 2 (benign_holdout2.txt, adversarial_holdout2.jsonl) was
+committed before that round and first measured after it: that row is the honest estimate.
+FN counts an adversarial prompt that was allowed; "wrong category" counts one rejected under another
+category than labelled (still blocked, so not a miss).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def main() -> int:
     started, checked = time.perf_counter(), 0
     for label, benign_file, adversarial_file in (
         ("development", "benign.txt", "adversarial.jsonl"),
-        ("held-out", "benign_holdout.txt", "adversarial_holdout.jsonl"),
+        ("round 1 (tuned on)", "benign_holdout.txt", "adversarial_holdout.jsonl"),
+        ("held-out round 2", "benign_holdout2.txt", "adversarial_holdout2.jsonl"),
     ):
         benign = read_benign(benign_file)
         fp = [p for p in benign if not check_prompt(p, policy).allowed]
@@ -60,8 +63,8 @@ def main() -> int:
                 wrong += 1
         checked += len(benign) + len(adversarial)
         rows.append((label, len(benign), len(fp), len(adversarial), len(fn), wrong))
-        misses += [f"FP  {label:<11} {p}" for p in fp]
-        misses += [f"FN  {label:<11} [{i['category']}/{i.get('trick', '-')}] {i['prompt']}" for i in fn]
+        misses += [f"FP  {label:<18} {p}" for p in fp]
+        misses += [f"FN  {label:<18} [{i['category']}/{i.get('trick', '-')}] {i['prompt']}" for i in fn]
 
     print(f"policy: {policy.source}\n")
     print(f"| set | benign | FP | FP rate | adversarial | FN | FN rate | wrong category |")
@@ -71,7 +74,7 @@ def main() -> int:
 
     # per category and per trick, development adversarial set
     by: dict[str, dict[str, list[int]]] = {"category": defaultdict(lambda: [0, 0]), "trick": defaultdict(lambda: [0, 0])}
-    for set_name in ("adversarial.jsonl", "adversarial_holdout.jsonl"):
+    for set_name in ("adversarial.jsonl", "adversarial_holdout.jsonl", "adversarial_holdout2.jsonl"):
         for item in read_adversarial(set_name):
             caught = not check_prompt(item["prompt"], policy).allowed
             by["category"][item["category"]][0] += 1
@@ -79,7 +82,7 @@ def main() -> int:
             if "trick" in item:
                 by["trick"][item["trick"]][0] += 1
                 by["trick"][item["trick"]][1] += caught
-    for key, title in (("category", "category (both adversarial sets)"), ("trick", "evasion trick (development set)")):
+    for key, title in (("category", "category (all adversarial sets)"), ("trick", "evasion trick (development set)")):
         print(f"\n| {title} | prompts | caught | FN rate |\n|---|---|---|---|")
         for name, (total, caught) in sorted(by[key].items()):
             print(f"| {name} | {total} | {caught} | {(total - caught) / total:.1%} |")
