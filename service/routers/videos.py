@@ -27,6 +27,7 @@ log = logging.getLogger("spacetime.service")
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 TASK_NAME = "spacetime.generate_video"  # sent by name: the gateway never imports workers
+WEBHOOK_TASK_NAME, WEBHOOK_QUEUE = "spacetime.deliver_webhook", "webhooks"
 FINAL = ("completed", "failed")
 
 
@@ -182,7 +183,7 @@ async def delete_video(video_id: str, principal: PrincipalDep, jobs: JobsDep, st
 
 
 @router.post("/{video_id}/cancel", response_model=VideoPublic)
-async def cancel_video(video_id: str, principal: PrincipalDep, jobs: JobsDep) -> VideoPublic:
+async def cancel_video(video_id: str, request: Request, principal: PrincipalDep, jobs: JobsDep) -> VideoPublic:
     if await jobs.get(video_id, principal.owner) is None:
         raise not_found(video_id)
     outcome = await jobs.cancel(video_id)
@@ -195,6 +196,10 @@ async def cancel_video(video_id: str, principal: PrincipalDep, jobs: JobsDep) ->
     record = await jobs.get(video_id)
     if record is None:
         raise not_found(video_id)
+    if outcome == "cancelled" and record.get("webhook_url"):
+        # A queued job ends here, not in a worker, so the failure webhook is queued from here.
+        await run_in_threadpool(request.app.state.celery.send_task, WEBHOOK_TASK_NAME,
+                                args=[video_id, "video.failed"], queue=WEBHOOK_QUEUE)
     return await jobs.public(record)
 
 
