@@ -352,8 +352,9 @@ def parse_policy(data: Any, source: str = "<dict>") -> Policy:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
             raise PolicyError(f"{where} needs a 'name'")
         where = f"{source}: category {raw['name']!r}"
-        if set(raw) - {"name", "message", "description", "terms", "combinations"}:
-            raise PolicyError(f"{where}: unknown keys {sorted(set(raw) - {'name', 'message', 'description', 'terms', 'combinations'})}")
+        unknown_keys = set(raw) - {"name", "message", "description", "terms", "combinations"}
+        if unknown_keys:
+            raise PolicyError(f"{where}: unknown keys {sorted(unknown_keys)}")
         combos = []
         for combo in raw.get("combinations", []):
             refs = combo.get("all_of") if isinstance(combo, dict) else None

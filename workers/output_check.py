@@ -56,7 +56,8 @@ class OutputVerdict:
     def reason(self) -> str:
         if self.allowed:
             return "allowed"
-        return f"The generated video was blocked by the output check ({self.label}: {self.score:.2f} on frame {self.frame_index})."
+        return (f"The generated video was blocked by the output check "
+                f"({self.label}: {self.score:.2f} on frame {self.frame_index}).")
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ signed file is expected.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import shutil
 import sys
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,18 +31,15 @@ from typing import Any
 
 import c2pa
 import numpy as np
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image, ImageDraw, ImageFont
 
 from service.safety import prompt_hash
+from workers.certificates import ensure_local_ca, signing_algorithm
+from workers.media import encode_mp4
 
 GENERATION_LABEL = "org.spacetime.generation"
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 MIME = "video/mp4"
-_LEAF_DAYS, _CA_DAYS = 2 * 365, 10 * 365
 
 
 class SigningError(RuntimeError):
@@ -73,13 +69,24 @@ class ProvenanceSettings:
     tsa_url: str | None = None  # RFC 3161 time-stamp authority (none: no trusted time stamp)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ProvenanceSettings":
-        """Take the fields from the service Settings (SPACETIME_SIGNING_CERT, ...); defaults where absent."""
+    def from_settings(cls, settings: Any = None) -> "ProvenanceSettings":
+        """From the service Settings where it has the field, else from the environment
+        (SPACETIME_SIGNING_DIR, _SIGNING_CERT, _SIGNING_KEY, _TRUST_ANCHORS, _PROVENANCE_INCLUDE_PROMPT,
+        _WATERMARK, _TSA_URL), else the defaults."""
         fields = {"signing_dir": "signing_dir", "signing_cert": "signing_cert", "signing_key": "signing_key",
                   "trust_anchors": "trust_anchors", "include_prompt": "provenance_include_prompt",
                   "watermark": "watermark", "tsa_url": "tsa_url"}
-        values = {ours: getattr(settings, theirs) for ours, theirs in fields.items()
-                  if getattr(settings, theirs, None) is not None}
+        values: dict[str, Any] = {}
+        for ours, theirs in fields.items():
+            value = getattr(settings, theirs, None)
+            if value is None and os.environ.get(f"SPACETIME_{theirs.upper()}"):
+                value = os.environ[f"SPACETIME_{theirs.upper()}"]
+                if ours in ("include_prompt", "watermark"):
+                    value = value.strip().lower() in ("1", "true", "yes", "on")
+                elif ours != "tsa_url":
+                    value = Path(value)
+            if value is not None:
+                values[ours] = value
         return cls(**values)
 
 
@@ -112,94 +119,7 @@ class GenerationInfo:
         return data
 
 
-# ----------------------------------------------------------------------------- certificates
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Spacetime (local)")])
-
-
-def _key_usage(signing_certs: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=signing_certs,
-                         crl_sign=signing_certs, encipher_only=False, decipher_only=False)
-
-
-def _pem(obj: Any) -> bytes:
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM)
-    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def make_local_ca(folder: Path) -> None:
-    """A CA (ca.pem, ca.key) and a leaf it issued (signer.pem = leaf + CA, signer.key), ES256.
-
-    The leaf is what C2PA asks of a signing certificate: CA:FALSE, digitalSignature, EKU
-    emailProtection, issued by a CA (self-signed leaves are rejected).
-    """
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("Spacetime local CA")).issuer_name(_name("Spacetime local CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=_CA_DAYS))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(_key_usage(signing_certs=True), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(_name("Spacetime signer")).issuer_name(ca.subject)
-            .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=_LEAF_DAYS))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(signing_certs=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in (("ca.pem", _pem(ca)), ("signer.pem", _pem(leaf) + _pem(ca)),
-                       ("ca.key", _pem(ca_key)), ("signer.key", _pem(leaf_key))):
-        (folder / name).write_bytes(data)
-        if name.endswith(".key"):
-            os.chmod(folder / name, 0o600)
-
-
-def ensure_local_ca(signing_dir: Path) -> tuple[Path, Path, Path]:
-    """(chain, key, CA) paths under signing_dir, generated on first use. Safe when several worker
-    processes start at once: each builds in a private folder and one rename wins."""
-    signing_dir = Path(signing_dir)
-    local = signing_dir / "local-ca"
-    if not (local / "signer.key").exists():
-        signing_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".local-ca.", dir=signing_dir))
-        try:
-            make_local_ca(staging)
-            os.rename(staging, local)  # atomic; fails if another process won the race
-        except OSError:
-            if not (local / "signer.key").exists():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return local / "signer.pem", local / "signer.key", local / "ca.pem"
-
-
-def _algorithm(key_pem: bytes) -> c2pa.C2paSigningAlg:
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise SigningError(f"the signing key is not a readable unencrypted PEM private key: {exc}") from None
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        by_curve = {"secp256r1": c2pa.C2paSigningAlg.ES256, "secp384r1": c2pa.C2paSigningAlg.ES384,
-                    "secp521r1": c2pa.C2paSigningAlg.ES512}
-        if key.curve.name not in by_curve:
-            raise SigningError(f"unsupported EC curve {key.curve.name} (use P-256, P-384 or P-521)")
-        return by_curve[key.curve.name]
-    if isinstance(key, rsa.RSAPrivateKey):
-        return c2pa.C2paSigningAlg.PS256
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return c2pa.C2paSigningAlg.ED25519
-    raise SigningError(f"unsupported signing key type {type(key).__name__}")
+# ----------------------------------------------------------------------------- signing
 
 
 def signer_files(settings: ProvenanceSettings) -> tuple[Path, Path]:
@@ -215,10 +135,8 @@ def signer_files(settings: ProvenanceSettings) -> tuple[Path, Path]:
     return chain, key
 
 
-# ----------------------------------------------------------------------------- signing
-
-
-def manifest_definition(info: GenerationInfo, include_prompt: bool = False, title: str = "video.mp4") -> dict[str, Any]:
+def manifest_definition(info: GenerationInfo, include_prompt: bool = False,
+                        title: str = "video.mp4") -> dict[str, Any]:
     return {
         "claim_generator_info": [{"name": "spacetime", "version": version()}],
         "title": title,
@@ -242,15 +160,18 @@ def sign_mp4(src: str | Path, dest: str | Path, info: GenerationInfo, settings: 
     src, dest = Path(src), Path(dest)
     chain_path, key_path = signer_files(settings)
     chain, key = chain_path.read_bytes(), key_path.read_bytes()
-    alg = _algorithm(key)
+    try:
+        alg = signing_algorithm(key)
+    except ValueError as exc:
+        raise SigningError(str(exc)) from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".signing.mp4", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(alg, chain, key, settings.tsa_url))
-        with c2pa.Context(signer=signer) as context, \
-                c2pa.Builder(manifest_definition(info, settings.include_prompt, dest.name), context=context) as builder, \
+        definition = manifest_definition(info, settings.include_prompt, dest.name)
+        with c2pa.Context(signer=signer) as context, c2pa.Builder(definition, context=context) as builder, \
                 open(src, "rb") as source, open(tmp, "w+b") as out:
             builder.sign(MIME, source, out)
             out.flush()
@@ -261,6 +182,35 @@ def sign_mp4(src: str | Path, dest: str | Path, info: GenerationInfo, settings: 
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def generation_info(job: Mapping[str, str], weights_hash: str, num_frames: int,
+                    video_id: str | None = None) -> GenerationInfo:
+    """From a job record (string fields, as the job store keeps them) and the pipeline's weights hash."""
+    width_px, height_px = (int(v) for v in job["size"].lower().split("x"))
+    return GenerationInfo(
+        model=job["model"], weights_hash=weights_hash, seed=int(job["seed"]),
+        num_inference_steps=int(job["num_inference_steps"]), guidance_scale=float(job["guidance_scale"]),
+        prompt=job["prompt"], negative_prompt=job.get("negative_prompt") or "", width_px=width_px,
+        height_px=height_px, num_frames=num_frames, fps=int(job["fps"]), video_id=video_id,
+    )
+
+
+def write_signed_mp4(frames: np.ndarray, dest: str | Path, fps: int, info: GenerationInfo,
+                     settings: ProvenanceSettings) -> Path:
+    """Encode (with `metadata_tags`) beside dest, sign into dest, drop the unsigned copy.
+
+    Either dest ends up a signed MP4 or `SigningError` is raised and dest is untouched. The
+    watermark is not applied here: apply it to the frames first, so thumbnails carry it too.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    unsigned = dest.with_name(f".{dest.stem}.unsigned.mp4")
+    try:
+        encode_mp4(frames, unsigned, fps=fps, metadata=metadata_tags(info, settings.include_prompt))
+        return sign_mp4(unsigned, dest, info, settings)
+    finally:
+        unsigned.unlink(missing_ok=True)
 
 
 def metadata_tags(info: GenerationInfo, include_prompt: bool = False) -> dict[str, str]:
@@ -325,7 +275,8 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     generator = next(iter(manifest.get("claim_generator_info", [])), {})
     return {
         "label": manifest.get("label"),
-        "claim_generator": f"{generator.get('name')}/{generator.get('version')}" if generator else manifest.get("claim_generator"),
+        "claim_generator": (f"{generator.get('name')}/{generator.get('version')}" if generator
+                            else manifest.get("claim_generator")),
         "title": manifest.get("title"),
         "actions": [a.get("action") for a in actions],
         "digital_source_type": next((a.get("digitalSourceType") for a in actions if a.get("digitalSourceType")), None),
@@ -358,11 +309,25 @@ def verify(path: str | Path, trust_anchors: str | Path | None = None) -> dict[st
     state = {"Trusted": "trusted", "Valid": "valid"}.get(c2pa_state, "invalid")
     if state == "trusted" and not trust_anchors:
         state = "valid"  # trusted only means something against anchors the caller chose
-    reason = {"trusted": "signature and content valid; signer chains to a trust anchor",
-              "valid": "signature and content valid" + ("; signer not under the given trust anchors" if trust_anchors else ""),
-              "invalid": "manifest or content does not validate: " + ", ".join(f for f in failures if f != "signingCredential.untrusted")}[state]
+    if state == "trusted":
+        reason = "signature and content valid; signer chains to a trust anchor"
+    elif state == "valid":
+        reason = "signature and content valid" + ("; signer not under the given trust anchors" if trust_anchors else "")
+    else:
+        broken = [f for f in failures if f != "signingCredential.untrusted"]
+        reason = "manifest or content does not validate: " + (", ".join(broken) or c2pa_state)
     return {"state": state, "reason": reason, "c2pa_validation_state": c2pa_state, "failures": failures,
             "manifest": _summary(manifest)}
+
+
+def provenance_record(path: str | Path, settings: ProvenanceSettings) -> dict[str, Any]:
+    """`verify` against the configured trust anchors, or the local CA when it signed: the JSON a
+    worker stores beside the video for `GET /v1/videos/{id}/provenance`."""
+    anchors = settings.trust_anchors
+    if anchors is None and not settings.signing_cert:
+        local_ca = Path(settings.signing_dir) / "local-ca" / "ca.pem"
+        anchors = local_ca if local_ca.is_file() else None
+    return verify(path, anchors)
 
 
 # ----------------------------------------------------------------------------- `spacetime verify`

@@ -14,6 +14,7 @@ import pytest
 
 from service.safety import prompt_hash
 from workers import provenance as pv
+from workers.certificates import make_local_ca
 from workers.cli import main as cli_main
 from workers.media import decode_mp4, encode_mp4
 
@@ -82,7 +83,7 @@ def test_three_states(local: dict[str, Path], tmp_path: Path) -> None:
     assert pv.verify(local["signed"])["state"] == "valid"
     assert pv.verify(local["signed"], trust_anchors=local["ca"])["state"] == "trusted"
     # a different CA as the anchor: the signature is fine but not trusted
-    pv.make_local_ca(tmp_path / "other")
+    make_local_ca(tmp_path / "other")
     assert pv.verify(local["signed"], trust_anchors=tmp_path / "other" / "ca.pem")["state"] == "valid"
     unsigned = pv.verify(local["unsigned"])
     assert unsigned["state"] == "invalid" and unsigned["reason"] == "no C2PA manifest"
@@ -117,7 +118,7 @@ def test_local_ca_is_generated_once_and_kept(local: dict[str, Path], tmp_path: P
 
 
 def test_operator_certificate_chain(local: dict[str, Path], tmp_path: Path) -> None:
-    pv.make_local_ca(tmp_path / "operator")  # stands in for a chain an operator bought or issued
+    make_local_ca(tmp_path / "operator")  # stands in for a chain an operator bought or issued
     settings = pv.ProvenanceSettings(signing_dir=tmp_path / "unused", signing_cert=tmp_path / "operator" / "signer.pem",
                                      signing_key=tmp_path / "operator" / "signer.key")
     signed = pv.sign_mp4(local["unsigned"], tmp_path / "operator.mp4", INFO, settings)
@@ -135,7 +136,7 @@ def test_in_place_signing(local: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_failed_signing_leaves_nothing_behind(local: dict[str, Path], tmp_path: Path) -> None:
-    pv.make_local_ca(tmp_path / "broken")
+    make_local_ca(tmp_path / "broken")
     key = tmp_path / "broken" / "signer.key"
     key.write_bytes(key.read_bytes()[:60] + key.read_bytes()[90:])  # a damaged key
     settings = pv.ProvenanceSettings(signing_cert=tmp_path / "broken" / "signer.pem", signing_key=key)
@@ -153,8 +154,8 @@ def test_failed_signing_leaves_nothing_behind(local: dict[str, Path], tmp_path: 
 
 
 def test_key_that_does_not_match_the_certificate_fails(local: dict[str, Path], tmp_path: Path) -> None:
-    pv.make_local_ca(tmp_path / "a")
-    pv.make_local_ca(tmp_path / "b")
+    make_local_ca(tmp_path / "a")
+    make_local_ca(tmp_path / "b")
     settings = pv.ProvenanceSettings(signing_cert=tmp_path / "a" / "signer.pem", signing_key=tmp_path / "b" / "signer.key")
     with pytest.raises(pv.SigningError):
         pv.sign_mp4(local["unsigned"], tmp_path / "mismatch.mp4", INFO, settings)
@@ -166,14 +167,21 @@ def test_half_configured_operator_signer_is_refused(local: dict[str, Path], tmp_
         pv.sign_mp4(local["unsigned"], tmp_path / "x.mp4", INFO, pv.ProvenanceSettings(signing_cert=local["ca"]))
 
 
-def test_settings_from_service_settings() -> None:
+def test_settings_from_service_settings_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     class Fake:
         signing_dir = Path("/data/signing")
         signing_cert = None
         provenance_include_prompt = True
 
+    monkeypatch.setenv("SPACETIME_SIGNING_CERT", "/etc/spacetime/chain.pem")
+    monkeypatch.setenv("SPACETIME_SIGNING_DIR", "/ignored")  # the Settings field wins
+    monkeypatch.setenv("SPACETIME_WATERMARK", "true")
     settings = pv.ProvenanceSettings.from_settings(Fake())
-    assert settings.signing_dir == Path("/data/signing") and settings.include_prompt and settings.signing_cert is None
+    assert settings.signing_dir == Path("/data/signing") and settings.include_prompt
+    assert settings.signing_cert == Path("/etc/spacetime/chain.pem") and settings.watermark
+    assert settings.signing_key is None and settings.trust_anchors is None
+    monkeypatch.delenv("SPACETIME_WATERMARK")
+    assert pv.ProvenanceSettings.from_settings(None).watermark is False
 
 
 def test_watermark_marks_only_the_corner() -> None:
@@ -216,3 +224,40 @@ def test_unreadable_source_fails_inside_c2pa_and_leaves_nothing(local: dict[str,
     with pytest.raises(pv.SigningError, match="junk.mp4"):
         pv.sign_mp4(junk, out / "video.mp4", INFO, pv.ProvenanceSettings(signing_dir=local["signing_dir"]))
     assert list(out.iterdir()) == []
+
+
+def test_write_signed_mp4_from_a_job_record(local: dict[str, Path], tmp_path: Path) -> None:
+    job = {"model": "spacetime-tiny", "prompt": "a red circle moving left", "negative_prompt": "", "seed": "7",
+           "size": "64x48", "fps": "8", "num_inference_steps": "20", "guidance_scale": "5.0"}
+    info = pv.generation_info(job, weights_hash="ab" * 32, num_frames=9, video_id="video_1")
+    settings = pv.ProvenanceSettings(signing_dir=local["signing_dir"])
+    out = pv.write_signed_mp4(frames(), tmp_path / "job" / "video.mp4", 8, info, settings)
+    result = pv.verify(out, local["ca"])
+    assert result["state"] == "trusted" and [p.name for p in out.parent.iterdir()] == ["video.mp4"]
+    generation = result["manifest"]["generation"]
+    assert (generation["width_px"], generation["height_px"], generation["video_id"]) == (64, 48, "video_1")
+    assert "negative_prompt_sha256" not in generation  # empty negative prompt: nothing to hash
+    broken = pv.ProvenanceSettings(signing_cert=local["ca"], signing_key=local["ca"])  # a certificate is no key
+    with pytest.raises(pv.SigningError):
+        pv.write_signed_mp4(frames(), tmp_path / "failed" / "video.mp4", 8, info, broken)
+    assert list((tmp_path / "failed").iterdir()) == []
+
+
+def test_provenance_record_uses_the_local_ca_or_the_configured_anchors(local: dict[str, Path], tmp_path: Path) -> None:
+    assert pv.provenance_record(local["signed"], pv.ProvenanceSettings(signing_dir=local["signing_dir"]))["state"] == "trusted"
+    make_local_ca(tmp_path / "other")
+    other = pv.ProvenanceSettings(signing_dir=local["signing_dir"], trust_anchors=tmp_path / "other" / "ca.pem")
+    record = pv.provenance_record(local["signed"], other)
+    assert record["state"] == "valid" and json.loads(json.dumps(record)) == record  # JSON-ready
+
+
+def test_local_ca_made_once_when_processes_race(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workers.certificates import ensure_local_ca
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: ensure_local_ca(tmp_path), range(4)))
+    assert len(set(results)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["local-ca"]  # no staging folders left
+    assert sorted(p.name for p in (tmp_path / "local-ca").iterdir()) == ["ca.key", "ca.pem", "signer.key", "signer.pem"]
