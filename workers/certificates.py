@@ -95,8 +95,12 @@ def ensure_local_ca(signing_dir: Path) -> tuple[Path, Path, Path]:
     return local / "signer.pem", local / "signer.key", local / "ca.pem"
 
 
-def signing_algorithm(key_pem: bytes) -> str:
-    """The C2PA algorithm name for a PEM private key (ValueError when unusable)."""
+def load_signing_key(key_pem: bytes) -> tuple[str, bytes]:
+    """(C2PA algorithm name, the key as PKCS#8 PEM) for a PEM private key; ValueError when unusable.
+
+    c2pa reads only PKCS#8 ("BEGIN PRIVATE KEY"); keys in the older SEC1 / PKCS#1 PEM forms that
+    openssl writes by default are converted here, so operators can use either.
+    """
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
@@ -105,9 +109,11 @@ def signing_algorithm(key_pem: bytes) -> str:
         by_curve = {"secp256r1": "es256", "secp384r1": "es384", "secp521r1": "es512"}
         if key.curve.name not in by_curve:
             raise ValueError(f"unsupported EC curve {key.curve.name} (use P-256, P-384 or P-521)")
-        return by_curve[key.curve.name]
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "ps256"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "ed25519"
-    raise ValueError(f"unsupported signing key type {type(key).__name__}")
+        alg = by_curve[key.curve.name]
+    elif isinstance(key, rsa.RSAPrivateKey):
+        alg = "ps256"
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        alg = "ed25519"
+    else:
+        raise ValueError(f"unsupported signing key type {type(key).__name__}")
+    return alg, _pem(key)

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from service.safety import prompt_hash
-from workers.certificates import ensure_local_ca, signing_algorithm
+from workers.certificates import ensure_local_ca, load_signing_key
 from workers.media import encode_mp4
 
 GENERATION_LABEL = "org.spacetime.generation"
@@ -159,9 +159,9 @@ def sign_mp4(src: str | Path, dest: str | Path, info: GenerationInfo, settings: 
     """
     src, dest = Path(src), Path(dest)
     chain_path, key_path = signer_files(settings)
-    chain, key = chain_path.read_bytes(), key_path.read_bytes()
+    chain = chain_path.read_bytes()
     try:
-        alg = signing_algorithm(key)
+        alg, key = load_signing_key(key_path.read_bytes())
     except ValueError as exc:
         raise SigningError(str(exc)) from None
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -261,3 +261,40 @@ def test_local_ca_made_once_when_processes_race(tmp_path: Path) -> None:
     assert len(set(results)) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["local-ca"]  # no staging folders left
     assert sorted(p.name for p in (tmp_path / "local-ca").iterdir()) == ["ca.key", "ca.pem", "signer.key", "signer.pem"]
+
+
+@pytest.mark.parametrize("curve, alg", [("p256", "es256"), ("p384", "es384")])
+def test_operator_key_in_openssl_default_form(local: dict[str, Path], tmp_path: Path, curve: str, alg: str) -> None:
+    """An EC key in SEC1 form ("BEGIN EC PRIVATE KEY", what `openssl ecparam -genkey` writes) signs
+    after conversion; P-384 picks ES384."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from workers.certificates import load_signing_key
+
+    make_local_ca(tmp_path / "ca")
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca" / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((tmp_path / "ca" / "ca.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1() if curve == "p256" else ec.SECP384R1())
+    leaf_template = x509.load_pem_x509_certificate((tmp_path / "ca" / "signer.pem").read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(leaf_template.subject).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)))
+    for ext in leaf_template.extensions:
+        if ext.oid != x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER:
+            builder = builder.add_extension(ext.value, ext.critical)
+    leaf = builder.sign(ca_key, hashes.SHA256())
+    chain = leaf.public_bytes(serialization.Encoding.PEM) + (tmp_path / "ca" / "ca.pem").read_bytes()
+    (tmp_path / "chain.pem").write_bytes(chain)
+    sec1 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+    assert sec1.startswith(b"-----BEGIN EC PRIVATE KEY") and load_signing_key(sec1)[0] == alg
+    (tmp_path / "signer.key").write_bytes(sec1)
+    settings = pv.ProvenanceSettings(signing_cert=tmp_path / "chain.pem", signing_key=tmp_path / "signer.key")
+    signed = pv.sign_mp4(local["unsigned"], tmp_path / "sec1.mp4", INFO, settings)
+    result = pv.verify(signed, tmp_path / "ca" / "ca.pem")
+    assert result["state"] == "trusted" and result["manifest"]["signature"]["alg"].lower() == alg
