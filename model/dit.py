@@ -347,5 +347,6 @@ def flops_per_forward(cfg: DiTConfig, latent_shape: tuple[int, int, int], text_l
         + 2 * N * D * cfg.ffn_dim  # MLP
     )
     text = L * (cfg.text_dim * D + D * D)
+    time = cfg.freq_dim * D + D * D + D * 6 * D
     final = N * D * cfg.out_channels * pt * ph * pw
-    return 2 * (patch + cfg.num_layers * per_block + text + final)
+    return 2 * (patch + cfg.num_layers * per_block + text + time + final)

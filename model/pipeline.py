@@ -253,6 +253,8 @@ def load_pipeline(source: str | Path, device: str | torch.device = "cpu", dtype:
         if not (path / INDEX_NAME).exists():
             raise FileNotFoundError(f"{path}: no {INDEX_NAME}; expected a save_pretrained folder or a diffusers pipeline folder")
         class_name = json.loads((path / INDEX_NAME).read_text()).get("_class_name")
+        if class_name == "TextToVideoPipeline" and backend == "diffusers":
+            raise ValueError(f"{path} is a native spacetime folder; load it with backend 'auto' or 'native'")
         native = class_name == "TextToVideoPipeline" or (class_name == "WanPipeline" and backend != "diffusers")
         if native and backend != "diffusers":
             return TextToVideoPipeline.from_pretrained(path, device, dtype)
