@@ -98,6 +98,21 @@ export async function mediaSrc(id, variant = "video") {
   return URL.createObjectURL(await resp.blob());
 }
 
+// Says why a queued job is not moving, from /readyz (no auth): "" when a worker serves `model`.
+export async function workerProblem(model) {
+  let resp;
+  try {
+    resp = await fetch("/readyz", { headers: { Accept: "application/json" } });
+  } catch {
+    return "The server is unreachable.";
+  }
+  if (resp.status === 503) return "The job queue (Redis) is unreachable, so no worker can pick the job up.";
+  if (!resp.ok) return "";
+  const body = await resp.json();
+  const m = body.models && body.models[model];
+  return m && !m.ready ? `No worker is serving ${model} right now; the job waits in the queue until one starts.` : "";
+}
+
 // Turns any error into {title, message} for the page; every path a user can meet has words here.
 export function describeError(err) {
   if (!(err instanceof ApiError)) return { title: "Something went wrong", message: String(err && err.message || err) };

@@ -2,13 +2,14 @@
 // stream to the finished video, and the gallery. Plain ES modules, no build step.
 
 import {
-  api, contentUrl, mediaSrc, describeError, describeJobError, watchEvents, getApiKey, setApiKey,
+  api, contentUrl, mediaSrc, describeError, describeJobError, watchEvents, workerProblem, getApiKey, setApiKey,
 } from "./api.js";
 import { createGallery } from "./gallery.js";
 
 const $ = (id) => document.getElementById(id);
 const TERMINAL = new Set(["completed", "failed"]); // a cancelled job is failed with code "cancelled"
 const POLL_MS = 1000;
+const WORKER_CHECK_MS = 3000; // how often a queued job asks /readyz whether any worker serves its model
 
 let models = []; // [{id, sizes, seconds, defaults}] normalised from /v1/models
 let current = null; // {video, stop} for the job in the panel
@@ -174,9 +175,23 @@ function statusLine(video) {
   }
 }
 
+// While a job is queued, ask now and then whether any worker serves its model, and say so if not.
+function checkWorkers(video) {
+  if (!current || video.status !== "queued" || Date.now() - (current.workerCheckedAt || 0) < WORKER_CHECK_MS) return;
+  current.workerCheckedAt = Date.now();
+  workerProblem(video.model).then((problem) => {
+    if (!current || current.video.id !== video.id || current.workerProblem === problem) return;
+    current.workerProblem = problem;
+    render(current.video);
+  });
+}
+
 function render(video) {
   $("job").dataset.status = video.status;
-  $("job-status").textContent = statusLine(video);
+  const problem = video.status === "queued" && current && current.workerProblem;
+  $("job-status").textContent = problem ? `${statusLine(video)} ${problem}` : statusLine(video);
+  $("job").classList.toggle("stalled", Boolean(problem));
+  checkWorkers(video);
   const pct = video.status === "completed" ? 100 : Math.round(video.progress || 0);
   $("job-progress").value = pct;
   $("job-percent").textContent = `${pct}%`;
@@ -259,6 +274,7 @@ function poll(id) {
 function openJob(video) {
   if (current) current.stop();
   current = { video, stop: () => {} };
+  $("job").dataset.jobId = video.id;
   $("job").hidden = false;
   $("result").hidden = true;
   $("player").removeAttribute("src");

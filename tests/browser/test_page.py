@@ -1,0 +1,167 @@
+"""The web page in Debian's chromium against the running embedded stack (`spacetime up`: a real
+Redis, a real worker with the tiny pipeline, the gateway in open mode).
+
+Clips are the cheapest the catalogue allows (1 s, 128x128, few steps) so each job takes seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.pages import RECORD_JS, fill_tiny, open_page, submit, wait_js
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "a red circle moving left over a blue background"
+DONE = "Done. The video is ready."
+
+
+def job_id_of(page: Page) -> str:
+    return page.get_attribute("#job", "data-job-id")
+
+
+def test_submit_watch_play_regenerate_list_delete(
+    page: Page, embedded: str, clean_gallery: Callable[[], None], artifacts: Path,
+) -> None:
+    open_page(page, embedded)
+    page.evaluate(RECORD_JS)
+    fill_tiny(page, PROMPT, steps=4)
+    submit(page)
+
+    # 1. the job panel follows the event stream to the end; progress only ever goes up
+    expect(page.locator("#job")).to_be_visible()
+    expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+    expect(page.locator("#result")).to_be_visible()
+    job_id = job_id_of(page)
+    progress, statuses = page.evaluate("[window.__progress, window.__status]")
+    assert progress == sorted(progress), f"progress went backwards: {progress}"
+    assert any(0 < p < 100 for p in progress), f"no intermediate progress was shown: {progress}"
+    assert progress[-1] == 100
+    assert any(s.startswith("Generating") for s in statuses), statuses
+
+    # 2. the <video> loads and plays the 1 s clip: 9 frames at 8 fps, 128x128
+    wait_js(page, "() => document.getElementById('player').readyState >= 2", timeout_s=20)
+    duration, width, height = page.evaluate(
+        "() => { const v = document.getElementById('player'); return [v.duration, v.videoWidth, v.videoHeight]; }")
+    assert 0.9 <= duration <= 1.3, duration
+    assert (width, height) == (128, 128)
+    page.evaluate("() => { const v = document.getElementById('player'); v.muted = true; return v.play(); }")
+    wait_js(page, "() => document.getElementById('player').currentTime > 0", timeout_s=10)
+    page.screenshot(path=str(artifacts / "result.png"), full_page=True)
+
+    # 3. the download link is the MP4, served with Range support
+    resp = httpx.get(embedded + page.get_attribute("#download", "href"), headers={"Range": "bytes=0-99"})
+    assert resp.status_code == 206 and len(resp.content) == 100
+    assert resp.headers["content-type"] == "video/mp4"
+
+    # 4. "edit prompt and regenerate" refills the form with the job's settings and focuses the prompt
+    seed = httpx.get(f"{embedded}/v1/videos/{job_id}").json()["seed"]
+    page.get_by_label("Prompt", exact=True).fill("")
+    page.get_by_role("button", name="Edit prompt and regenerate").click()
+    expect(page.get_by_label("Prompt", exact=True)).to_be_focused()
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value(PROMPT)
+    expect(page.get_by_label("Seed")).to_have_value(str(seed))
+    expect(page.get_by_label("Denoising steps")).to_have_value("4")
+
+    # 5. "again with this seed" submits the same settings at once: a new job with the same seed
+    page.get_by_role("button", name="Again with this seed").click()
+    expect(page.locator("#job")).not_to_have_attribute("data-job-id", job_id)
+    expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+    again = job_id_of(page)
+    assert httpx.get(f"{embedded}/v1/videos/{again}").json()["seed"] == seed
+    expect(page.locator("#job-meta")).to_contain_text(f"seed {seed}")
+
+    # 6. the gallery lists both jobs, newest first, with loaded thumbnails
+    tiles = page.locator("#gallery li")
+    expect(tiles).to_have_count(2)
+    assert [tiles.nth(i).get_attribute("data-id") for i in range(2)] == [again, job_id]
+    wait_js(page, "() => [...document.querySelectorAll('#gallery img')].filter(i => i.naturalWidth > 0).length == 2")
+    page.screenshot(path=str(artifacts / "gallery.png"), full_page=True)
+
+    # 7. delete takes two clicks and removes the tile and the job
+    tile = page.locator(f'#gallery li[data-id="{job_id}"]')
+    tile.get_by_role("button", name=f"Delete video: {PROMPT}").click()
+    expect(tile).to_be_visible()
+    tile.get_by_role("button", name=f"Confirm delete of video: {PROMPT}").click()
+    expect(tile).to_have_count(0)
+    expect(page.locator("#gallery-status")).to_have_text("Video deleted.")
+    expect(tiles).to_have_count(1)
+    assert httpx.get(f"{embedded}/v1/videos/{job_id}").status_code == 404
+    # deleting the job on show also closes its panel
+    tile = page.locator(f'#gallery li[data-id="{again}"]')
+    tile.get_by_role("button", name=f"Delete video: {PROMPT}").click()
+    tile.get_by_role("button", name=f"Confirm delete of video: {PROMPT}").click()
+    expect(page.locator("#job")).to_be_hidden()
+    expect(page.locator("#gallery-status")).to_have_text("No videos yet.")
+
+
+def test_policy_rejection_is_shown_and_the_keyboard_submits(page: Page, embedded: str, artifacts: Path) -> None:
+    open_page(page, embedded)
+    page.get_by_label("Prompt", exact=True).focus()
+    page.keyboard.type("a deepfake video of a dancer")
+    page.keyboard.press("Control+Enter")
+    error = page.locator("#error")
+    expect(error).to_be_visible()
+    expect(error).to_have_attribute("role", "alert")
+    expect(error.locator("strong")).to_have_text("Prompt rejected by the content policy")
+    expect(page.get_by_label("Prompt", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#job")).to_be_hidden()  # nothing was queued
+    page.screenshot(path=str(artifacts / "policy-error.png"), full_page=True)
+
+    # an accepted prompt clears the error
+    fill_tiny(page, "a green square", steps=1)
+    submit(page)
+    expect(error).to_be_hidden()
+    expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+
+
+def test_an_unsupported_size_names_the_field(page: Page, embedded: str) -> None:
+    open_page(page, embedded)
+    # a catalogue that changed under an open page: the select offers a size the model refuses
+    page.evaluate("() => document.getElementById('size').add(new Option('999 × 999', '999x999'))")
+    fill_tiny(page, "a blue triangle")
+    page.get_by_label("Size (width × height)").select_option("999x999")
+    submit(page)
+    error = page.locator("#error")
+    expect(error.locator("strong")).to_have_text("Request not accepted")
+    expect(error).to_contain_text("128x128")  # the gateway lists the allowed sizes
+    expect(error).to_contain_text("field: size")
+    expect(page.get_by_label("Size (width × height)")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#job")).to_be_hidden()
+
+
+def test_cancel_stops_the_job_and_says_so(page: Page, embedded: str) -> None:
+    open_page(page, embedded)
+    fill_tiny(page, "a yellow star spinning", steps=100)
+    submit(page)
+    expect(page.locator("#job-status")).to_contain_text("Generating", timeout=60_000)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#job-status")).to_have_text("Cancelled.", timeout=60_000)
+    expect(page.locator("#job-error strong")).to_have_text("Cancelled")
+    expect(page.locator("#result")).to_be_hidden()
+    expect(page.locator("#job-progress-row")).to_be_hidden()
+
+
+def test_phone_width_labels_and_live_regions(page: Page, embedded: str, artifacts: Path) -> None:
+    page.set_viewport_size({"width": 375, "height": 812})
+    open_page(page, embedded)
+    page.get_by_text("Advanced settings").click()
+    overflow = page.evaluate("() => document.scrollingElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
+    unlabeled = page.evaluate(
+        "() => [...document.querySelectorAll('input, select, textarea')]"
+        ".filter(el => !el.labels.length && !el.getAttribute('aria-label')).map(el => el.id)")
+    assert unlabeled == []
+    small = page.evaluate(
+        "() => [...document.querySelectorAll('button:not([hidden])')].filter(b => b.offsetParent)"
+        ".filter(b => b.getBoundingClientRect().height < 36).map(b => b.id || b.textContent)")
+    assert small == [], f"touch targets under 36 px: {small}"
+    for region in ("#job-status", "#gallery-status"):
+        assert page.locator(region).get_attribute("role") == "status"
+    assert page.locator("#job-status").get_attribute("aria-live") == "polite"
+    page.screenshot(path=str(artifacts / "phone.png"), full_page=True)
