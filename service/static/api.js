@@ -121,7 +121,8 @@ export function describeError(err) {
   if (err.code === "content_policy_violation") return { title: "Prompt rejected by the content policy", message: msg };
   if (err.status === 429) {
     const wait = err.retryAfterS !== null ? ` Try again in ${err.retryAfterS} s.` : " Try again shortly.";
-    return { title: "Rate limit reached", message: `${msg}${wait}` };
+    const title = err.code === "too_many_active_jobs" ? "Too many videos at once" : "Rate limit reached";
+    return { title, message: `${msg}${wait}` };
   }
   if (err.status === 401) return { title: "API key needed", message: `${msg} Paste a key under “API key” at the top of the page.` };
   if (err.status === 403) return { title: "Not allowed", message: msg };

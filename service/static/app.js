@@ -344,6 +344,7 @@ $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   setApiKey($("api-key").value.trim());
   $("key-box").open = false;
+  clearError($("error"));
   loadModels();
   gallery.reload();
 });
