@@ -3,11 +3,12 @@
 
 import { api, mediaSrc, describeError } from "./api.js";
 
-const PAGE_SIZE = 12;
+const PAGE_SIZE = 8;
 const CONFIRM_MS = 5000;
 
 export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
   let lastId = null;
+  let generation = 0; // bumped by each reload, so an older page's answer never lands on a newer list
 
   function say(text) {
     status.textContent = text;
@@ -93,15 +94,19 @@ export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
   }
 
   async function load({ append }) {
+    if (!append) generation += 1;
+    const mine = generation;
     say(append ? "Loading more…" : "Loading…");
     try {
       const page = await api.list({ limit: PAGE_SIZE, after: append ? lastId : undefined });
+      if (mine !== generation) return;
       if (!append) list.replaceChildren();
       for (const video of page.data) list.append(card(video));
       lastId = page.last_id || (page.data.length ? page.data[page.data.length - 1].id : lastId);
       moreButton.hidden = !page.has_more;
       say(list.children.length ? `${list.children.length} video${list.children.length === 1 ? "" : "s"} shown.` : "No videos yet.");
     } catch (err) {
+      if (mine !== generation) return;
       const { title, message } = describeError(err);
       say(`Could not load the gallery. ${title}: ${message}`);
     }

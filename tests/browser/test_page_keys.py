@@ -87,7 +87,16 @@ def test_too_many_jobs_then_no_worker(page: Page, gateway: Stack, artifacts: Pat
         expect(status).to_contain_text("No worker is serving spacetime-parked", timeout=15_000)
         page.screenshot(path=str(artifacts / "no-worker.png"), full_page=True)
 
-        # 3. the page's own Cancel ends it
+        # 3. the gallery pages with the list's cursor: 9 jobs = a page of 8, then "Load more"
+        tiles = page.locator("#gallery li")
+        expect(tiles).to_have_count(8)
+        page.get_by_role("button", name="Load more").click()
+        expect(tiles).to_have_count(9)
+        expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+        ids_shown = [tiles.nth(i).get_attribute("data-id") for i in range(9)]
+        assert len(set(ids_shown)) == 9 and ids_shown[0] == page.get_attribute("#job", "data-job-id")
+
+        # 4. the page's own Cancel ends it
         page.get_by_role("button", name="Cancel").click()
         expect(status).to_have_text("Cancelled.")
     finally:
