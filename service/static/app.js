@@ -219,15 +219,22 @@ async function showResult(video) {
   const badge = $("provenance");
   badge.hidden = true;
   try {
-    const p = await api.provenance(video.id);
-    const valid = p.valid ?? (p.validation_state ? /valid|trusted/i.test(p.validation_state) : false);
-    const signer = p.signer || p.issuer || p.signed_by || "unknown signer";
-    badge.textContent = valid ? `C2PA valid · ${signer}` : `C2PA not valid · ${signer}`;
-    badge.className = `badge ${valid ? "ok" : "bad"}`;
-    badge.hidden = false;
+    showProvenance(badge, await api.provenance(video.id));
   } catch {
-    // 404: no provenance for this video (or the route does not exist yet): show nothing
+    // 404: this video has no provenance record (or the gateway has no such route): show nothing
   }
+}
+
+// The provenance record is `spacetime verify`'s JSON (workers/provenance.py): state valid |
+// trusted | invalid, a reason, and the manifest summary whose signature names the signer.
+function showProvenance(badge, p) {
+  const sig = (p.manifest && p.manifest.signature) || {};
+  const signer = sig.common_name || sig.issuer || p.signer || "unknown signer";
+  const ok = p.state === "valid" || p.state === "trusted";
+  badge.textContent = ok ? `C2PA ${p.state} · signed by ${signer}` : "C2PA manifest invalid";
+  badge.title = [p.reason, p.manifest && p.manifest.claim_generator, sig.time].filter(Boolean).join(" · ");
+  badge.className = `badge ${ok ? "ok" : "bad"}`;
+  badge.hidden = false;
 }
 
 // Merges one event's payload into the job record; the gateway's events carry the job's fields.

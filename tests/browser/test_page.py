@@ -54,6 +54,16 @@ def test_submit_watch_play_regenerate_list_delete(
     wait_js(page, "() => document.getElementById('player').currentTime > 0", timeout_s=10)
     page.screenshot(path=str(artifacts / "result.png"), full_page=True)
 
+    # the provenance badge shows what the provenance route says, and nothing where it has no record
+    provenance = httpx.get(f"{embedded}/v1/videos/{job_id}/provenance")
+    badge = page.locator("#provenance")
+    if provenance.status_code == 200:
+        state = provenance.json()["state"]
+        expect(badge).to_contain_text(f"C2PA {state} · signed by " if state != "invalid" else "C2PA manifest invalid")
+    else:
+        assert provenance.status_code == 404
+        expect(badge).to_be_hidden()
+
     # 3. the download link is the MP4, served with Range support
     resp = httpx.get(embedded + page.get_attribute("#download", "href"), headers={"Range": "bytes=0-99"})
     assert resp.status_code == 206 and len(resp.content) == 100
