@@ -201,7 +201,7 @@ def wait_status(client: httpx.Client, video_id: str, statuses: tuple[str, ...], 
             return video
         if video["status"] in ("completed", "failed") and video["status"] not in statuses:
             raise AssertionError(f"video ended {video['status']}: {video.get('error')}")
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise TimeoutError(f"video {video_id} not in {statuses} within {timeout_s} s: {video}")
 
 
