@@ -84,9 +84,10 @@ def local_secrets(var: Path) -> dict[str, str]:
     return values
 
 
-def banner(url: str, webhook_secret: str) -> str:
+def banner(url: str, webhook_secret: str, redis_url: str, var: Path) -> str:
     return f"""
   Spacetime is running at {url}   (web page: {url}/)
+  Redis: {redis_url} (append-only files in {var / 'redis'}), videos in {var / 'videos'}
 
   !!  OPEN MODE: no API keys, anyone on this machine can use it. It listens on 127.0.0.1 only.
   !!  For anything else run `spacetime serve` + `spacetime worker` with API keys.
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                     return 1
                 time.sleep(0.2)
         if not stopping:
-            print(banner(url, keys["webhook_secret"]), flush=True)
+            print(banner(url, keys["webhook_secret"], env["SPACETIME_REDIS_URL"], var), flush=True)
         while not stopping:
             for proc, name in ((redis_proc, "redis"), (worker, "worker"), (gateway, "gateway")):
                 if proc.poll() is not None:
