@@ -22,6 +22,7 @@ ASSETS: dict[str, tuple[str, str]] = {  # variant -> (file name, media type)
     "thumbnail": ("thumbnail.webp", "image/webp"),
     "spritesheet": ("spritesheet.jpg", "image/jpeg"),
     "metadata": ("metadata.json", "application/json"),
+    "provenance": ("provenance.json", "application/json"),  # `spacetime verify`'s record of the MP4
 }
 
 

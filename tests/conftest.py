@@ -65,6 +65,7 @@ def stack_env(tmp_root: Path, redis_url: str) -> dict[str, str]:
         "SPACETIME_KEY_PEPPER": PEPPER,
         "SPACETIME_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "SPACETIME_DATA_DIR": str(tmp_root / "videos"),
+        "SPACETIME_SIGNING_DIR": str(tmp_root / "signing"),
         "SPACETIME_MODELS_FILE": str(models_file),
         "SPACETIME_HEARTBEAT_S": "0.5",
         "SPACETIME_WEBHOOK_BACKOFF_S": "0.3",

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "SPACETIME_EMBEDDED": "1", "SPACETIME_AUTH": "open",
            "SPACETIME_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "SPACETIME_DATA_DIR": str(var / "videos"),
            "SPACETIME_KEY_PEPPER": keys["key_pepper"], "SPACETIME_WEBHOOK_SECRET": keys["webhook_secret"],
-           "SPACETIME_DEVICE": "cpu"}
+           "SPACETIME_SIGNING_DIR": str(var / "signing"), "SPACETIME_DEVICE": "cpu"}
     cli = [sys.executable, "-m", "workers.cli"]
     stopping = False
 

@@ -32,7 +32,7 @@ from service.catalog import Catalog, ServedModel
 from service.config import Settings, get_settings
 from service.jobs import WorkerJobs, to_public
 from service.logs import configure_logging
-from service.storage import Storage, asset_key, open_storage
+from service.storage import ASSETS, Storage, asset_key, open_storage
 from workers import media
 from workers.celery_app import GENERATE_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK, app
 
@@ -60,24 +60,41 @@ def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: 
     )
 
 
+class SigningFailed(RuntimeError):
+    """The video could not be signed; it is not stored (see workers/provenance.py)."""
+
+
 def is_cancellation(exc: BaseException) -> bool:
     from model.pipeline import GenerationCancelled
 
     return isinstance(exc, GenerationCancelled)
 
 
-# ----------------------------------------------------------------------------- hooks after sampling
+# ----------------------------------------------------------------------------- after sampling
 
-def check_output(frames: np.ndarray, job: dict[str, str]) -> str | None:
-    """OUTPUT SAFETY HOOK: the output check (service/safety.py) plugs in here. Returns a reason
-    to withhold the video, or None. No check is installed yet."""
-    return None
+def check_output(frames: np.ndarray, device: str) -> tuple[str, str] | None:
+    """The output check (workers/output_check.py; off unless SPACETIME_OUTPUT_CHECK_MODEL is set).
+    Returns (error code, reason) to withhold the video, or None."""
+    from workers.output_check import ERROR_CODE, get_output_check
+
+    check = get_output_check(device=device)
+    if check is None:
+        return None
+    verdict = check.check(frames)
+    return None if verdict.allowed else (ERROR_CODE, verdict.reason)
 
 
-def sign_output(mp4_path: Path, job: dict[str, str], pipe: Any) -> None:
-    """C2PA SIGNING HOOK: workers/provenance.py signs the MP4 in place here (digital source type
-    trainedAlgorithmicMedia). No signer is installed yet."""
-    return None
+def write_signed_video(frames: np.ndarray, dest: Path, job_id: str, job: dict[str, str], pipe: Any) -> dict[str, Any]:
+    """The MP4 with a signed C2PA manifest (workers/provenance.py) and its verification record."""
+    from workers import provenance
+
+    settings = provenance.ProvenanceSettings.from_settings()
+    info = provenance.generation_info(job, str(getattr(pipe, "weights_hash", "")), len(frames), video_id=job_id)
+    try:
+        provenance.write_signed_mp4(frames, dest, int(job["fps"]), info, settings)
+    except provenance.SigningError as exc:
+        raise SigningFailed(str(exc)) from exc
+    return provenance.provenance_record(dest, settings)
 
 
 # ----------------------------------------------------------------------------- per-process state
@@ -141,6 +158,9 @@ def _start_process(**_: Any) -> None:
         model = ctx.catalog.get(name)
         if model is not None:
             ctx.pipeline(model)
+    from workers.output_check import get_output_check
+
+    get_output_check(device=ctx.settings.device)  # a misconfigured output check fails here, at start
     stop = threading.Event()
     threading.Thread(target=heartbeat_loop, args=(ctx, stop), name="heartbeat", daemon=True).start()
 
@@ -173,12 +193,16 @@ def generate_video(job_id: str) -> str:
     try:
         pipe = ctx.pipeline(model)
         frames = sample_frames(pipe, job, model, progress_callback(ctx, job_id, model.name))
-        reason = check_output(frames, job)
-        if reason is not None:
-            ctx.jobs.fail(job_id, "output_policy_violation", reason)
+        blocked = check_output(frames, ctx.settings.device)
+        if blocked is not None:
+            ctx.jobs.fail(job_id, *blocked)
             notify(ctx, job_id)
             return "failed"
         assets = store_outputs(ctx, job_id, job, frames, pipe)
+    except SigningFailed as exc:
+        ctx.jobs.fail(job_id, "signing_failed", str(exc))
+        notify(ctx, job_id)
+        return "failed"
     except SoftTimeLimitExceeded:
         ctx.jobs.fail(job_id, "timeout", f"Generation took longer than {ctx.settings.job_time_limit_s} s.")
         notify(ctx, job_id)
@@ -220,8 +244,12 @@ def progress_callback(ctx: WorkerContext, job_id: str, model_name: str) -> Calla
 
 
 def store_outputs(ctx: WorkerContext, job_id: str, job: dict[str, str], frames: np.ndarray, pipe: Any) -> dict[str, str]:
-    """MP4 + thumbnail + spritesheet + metadata, written in a scratch folder, then moved to
-    their deterministic keys."""
+    """Signed MP4 + provenance record + thumbnail + spritesheet + metadata, written in a scratch
+    folder, then moved to their deterministic keys."""
+    from workers.provenance import ProvenanceSettings, apply_watermark
+
+    if ProvenanceSettings.from_settings().watermark:
+        frames = apply_watermark(frames)  # before every output, so the stills carry it too
     workspace = ctx.storage.workspace()
     try:
         meta = {
@@ -232,15 +260,13 @@ def store_outputs(ctx: WorkerContext, job_id: str, job: dict[str, str], frames: 
             "weights_hash": str(getattr(pipe, "weights_hash", "")),
             "random_weights": str(getattr(pipe, "is_random_weights", "")),
         }
-        mp4 = media.encode_mp4(frames, workspace / "video.mp4", fps=int(job["fps"]),
-                               metadata={"comment": json.dumps(meta), "title": job["prompt"][:200]})
-        sign_output(mp4, job, pipe)
+        record = write_signed_video(frames, workspace / "video.mp4", job_id, job, pipe)
+        (workspace / "provenance.json").write_text(json.dumps(record, indent=2))
         media.write_thumbnail(frames, workspace / "thumbnail.webp")
         media.write_spritesheet(frames, workspace / "spritesheet.jpg")
         (workspace / "metadata.json").write_text(json.dumps(meta, indent=2))
-        for variant, name in (("video", "video.mp4"), ("thumbnail", "thumbnail.webp"),
-                              ("spritesheet", "spritesheet.jpg"), ("metadata", "metadata.json")):
-            ctx.storage.put(asset_key(job_id, variant), workspace / name)
+        for variant in ("thumbnail", "spritesheet", "metadata", "provenance", "video"):  # the video last
+            ctx.storage.put(asset_key(job_id, variant), workspace / ASSETS[variant][0])
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return {"num_frames": str(len(frames))}

@@ -230,6 +230,23 @@ async def download_content(
     return StreamingResponse(storage.read(key, start, end), status_code=status, media_type=media_type, headers=headers)
 
 
+@router.get("/{video_id}/provenance")
+async def video_provenance(video_id: str, principal: PrincipalDep, jobs: JobsDep, storage: StorageDep) -> Response:
+    """The C2PA verification record of the MP4 (`spacetime verify`'s JSON), made when it was signed."""
+    record = await jobs.get(video_id, principal.owner)
+    if record is None:
+        raise not_found(video_id)
+    if record["status"] != "completed":
+        raise ApiError(409, f"The video is {record['status']}; provenance exists once it is completed.",
+                       code="video_not_ready")
+    key = asset_key(video_id, "provenance")
+    size = await run_in_threadpool(storage.size, key)
+    if size is None:
+        raise ApiError(404, f"Video '{video_id}' has no provenance record.", code="provenance_not_found")
+    body = b"".join(await run_in_threadpool(lambda: list(storage.read(key, 0, size - 1))))
+    return Response(body, media_type="application/json")
+
+
 @router.get("/{video_id}/events")
 async def video_events(video_id: str, principal: PrincipalDep, jobs: JobsDep, redis: RedisDep) -> StreamingResponse:
     """Server-sent events: `queued` (with queue_position), `in_progress`, `progress`, then

@@ -49,7 +49,12 @@ def test_video_completes_with_outputs_metadata_and_metrics(stack: Stack, tmp_pat
         assert sheet.headers["content-type"] == "image/jpeg" and sheet.content[:2] == b"\xff\xd8"
 
         files = sorted(p.name for p in (stack.data_dir / video["id"]).iterdir())
-        assert files == ["metadata.json", "spritesheet.jpg", "thumbnail.webp", "video.mp4"]
+        assert files == ["metadata.json", "provenance.json", "spritesheet.jpg", "thumbnail.webp", "video.mp4"]
+        prov = c.get(f"/v1/videos/{video['id']}/provenance").json()
+        assert prov["state"] == "trusted", prov  # signed by the local CA, checked against it
+        from workers.provenance import verify
+
+        assert verify(tmp_path / "v.mp4")["state"] in ("valid", "trusted")  # the downloaded bytes carry the manifest
         meta = json.loads((stack.data_dir / video["id"] / "metadata.json").read_text())
         assert meta["seed"] == "7" and meta["num_frames"] == "9" and len(meta["weights_hash"]) == 64
 
