@@ -92,6 +92,14 @@ def test_submit_watch_play_regenerate_list_delete(
     assert [tiles.nth(i).get_attribute("data-id") for i in range(2)] == [again, job_id]
     wait_js(page, "() => [...document.querySelectorAll('#gallery img')].filter(i => i.naturalWidth > 0).length == 2")
     page.screenshot(path=str(artifacts / "gallery.png"), full_page=True)
+    # the README's picture (docs/screenshots/web.png is a copy): a desktop window, settings closed
+    page.set_viewport_size({"width": 1280, "height": 860})
+    page.get_by_text("Advanced settings").click()
+    page.evaluate("() => window.scrollTo(0, 0)")
+    wait_js(page, "() => document.getElementById('player').readyState >= 2", timeout_s=20)
+    page.evaluate("() => { const v = document.getElementById('player'); v.currentTime = 0.5; }")
+    wait_js(page, "() => !document.getElementById('player').seeking")
+    page.screenshot(path=str(artifacts / "web.png"))
 
     # 7. delete takes two clicks and removes the tile and the job
     tile = page.locator(f'#gallery li[data-id="{job_id}"]')
