@@ -213,11 +213,11 @@ def generate_video(job_id: str) -> str:
             log.info("generation cancelled", extra=extra)
         else:
             log.exception("generation failed", extra=extra)
-            ctx.jobs.fail(job_id, "generation_failed", f"{type(exc).__name__}: {exc}")
+            through_redis_outage(lambda: ctx.jobs.fail(job_id, "generation_failed", f"{type(exc).__name__}: {exc}"), job_id)
         notify(ctx, job_id)
         return "failed"
     expires_at = int(time.time()) + ctx.settings.output_ttl_s
-    if ctx.jobs.complete(job_id, expires_at, assets) != "ok":
+    if through_redis_outage(lambda: ctx.jobs.complete(job_id, expires_at, assets), job_id) != "ok":
         # Deleted or cancelled while the files were being written: nothing may point at them.
         ctx.storage.delete_job(job_id)
         log.info("job gone before completion; outputs removed", extra=extra)
@@ -229,6 +229,24 @@ def generate_video(job_id: str) -> str:
     return "completed"
 
 
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def through_redis_outage(call: Callable[[], str], job_id: str, patience_s: float = 300.0) -> str:
+    """A job's final state write, retried while Redis restarts. Dropping it would leave the job
+    in_progress for good: its worker is alive, so the heartbeat reaper never takes it back."""
+    deadline, delay_s = time.monotonic() + patience_s, 0.2
+    while True:
+        try:
+            return call()
+        except REDIS_DOWN as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("redis unavailable; retrying the final state: %s", exc, extra={"job_id": job_id})
+            time.sleep(delay_s)
+            delay_s = min(2 * delay_s, 5.0)
+
+
 def progress_callback(ctx: WorkerContext, job_id: str, model_name: str) -> Callable[[int, int], bool]:
     """Per denoising step: record progress (0-95, the rest is encoding) and step latency;
     returning False makes the pipeline raise GenerationCancelled within this step."""
@@ -236,9 +254,13 @@ def progress_callback(ctx: WorkerContext, job_id: str, model_name: str) -> Calla
 
     def callback(step: int, total: int) -> bool:
         now = time.perf_counter()
-        metrics.observe(ctx.redis, "spacetime_denoise_step_seconds", model_name, now - last[0])
-        last[0] = now
-        return ctx.jobs.report_progress(job_id, int(95 * step / max(total, 1)))
+        try:
+            metrics.observe(ctx.redis, "spacetime_denoise_step_seconds", model_name, now - last[0])
+            last[0] = now
+            return ctx.jobs.report_progress(job_id, int(95 * step / max(total, 1)))
+        except REDIS_DOWN as exc:  # Redis restarting: keep denoising, report at the next step
+            log.warning("progress not recorded: %s", exc, extra={"job_id": job_id})
+            return True
 
     return callback
 
