@@ -1,8 +1,9 @@
 """Bucketed batches: every batch shares one (frames, height, width), buckets mix over steps.
 
 Batch size scales inversely with a bucket's pixel count so each step costs about the same,
-whichever aspect ratio and duration it drew. `ShapesWorldStream` renders its batches on the
-training device directly, so the GPU never waits on a CPU data loader.
+whichever aspect ratio and duration it drew. `ShapesWorldStream` splits a batch in two: a
+CPU plan (scenes, placements, captions; optionally drawn by worker processes) and the
+rasterisation, done on the training device, so the GPU never waits on pixels from the CPU.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import numpy as np
 import torch
 
 from model.data.captions import random_caption
-from model.data.shapes import FRAME_COUNTS, SIZES, Scene, place_scene, render, sample_scene
+from model.data.shapes import (
+    FRAME_COUNTS, SIZES, Scene, pack, place_scene, render_packed, sample_scene,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,14 @@ class Bucket:
     @property
     def voxels(self) -> int:
         return self.num_frames * self.height * self.width
+
+
+@dataclass
+class Plan:
+    bucket: Bucket
+    packed: dict                 # model.data.shapes.pack arrays
+    captions: list[str]
+    scenes: list[Scene]
 
 
 @dataclass
@@ -56,20 +67,55 @@ class ShapesWorldStream:
         self.buckets = buckets or all_buckets()
         self.voxels_per_batch = voxels_per_batch
         self.max_batch = max_batch
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.device = device
 
-    def next_batch(self) -> Batch:
+    def next_plan(self) -> Plan:
+        """The CPU half of a batch: scenes, placements (packed arrays) and captions."""
         bucket = self.buckets[int(self.rng.integers(len(self.buckets)))]
         n = batch_size_for(bucket, self.voxels_per_batch, self.max_batch)
         scenes = [sample_scene(self.rng, "train") for _ in range(n)]
         placements = [place_scene(s, self.rng, bucket.height, bucket.width, bucket.num_frames)
                       for s in scenes]
-        video = render(scenes, placements, bucket.height, bucket.width, bucket.num_frames,
-                       self.device)
         captions = [random_caption(s, self.rng) for s in scenes]
-        return Batch(video * 2.0 - 1.0, captions, scenes)
+        return Plan(bucket, pack(scenes, placements), captions, scenes)
+
+    def next_batch(self) -> Batch:
+        return self.render(self.next_plan())
+
+    def render(self, plan: Plan) -> Batch:
+        """The device half: rasterise a plan where the model trains."""
+        video = render_packed(plan.packed, plan.bucket.height, plan.bucket.width, self.device)
+        return Batch(video * 2.0 - 1.0, plan.captions, plan.scenes)
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
             yield self.next_batch()
+
+    def prefetched(self, num_workers: int) -> Iterator[Batch]:
+        """Batches whose plans come from `num_workers` processes (0: this one), rendered here.
+
+        Each worker draws from its own seed, so the stream stays reproducible for a given
+        worker count.
+        """
+        if num_workers <= 0:
+            yield from self
+            return
+        loader = torch.utils.data.DataLoader(
+            _PlanSource(self), batch_size=None, num_workers=num_workers, prefetch_factor=4,
+            persistent_workers=True)
+        for plan in loader:
+            yield self.render(plan)
+
+
+class _PlanSource(torch.utils.data.IterableDataset):
+    def __init__(self, stream: ShapesWorldStream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[Plan]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None:  # decorrelate workers; the stream object is a per-worker copy
+            self.stream.rng = np.random.default_rng([self.stream.seed, info.id])
+        while True:
+            yield self.stream.next_plan()

@@ -157,34 +157,64 @@ def _sdf(shape: str, px: torch.Tensor, py: torch.Tensor, r: torch.Tensor) -> tor
     if shape == "triangle":  # upright equilateral, half side 1.2 r (Inigo Quilez's sdf)
         a, k = 1.2 * r, 3.0 ** 0.5
         x, y = px.abs() - a, -py + a / k  # flip y: image rows grow downwards
+        x, y = torch.broadcast_tensors(x, y)
         fold = (x + k * y) > 0
         x, y = torch.where(fold, (x - k * y) / 2, x), torch.where(fold, (-k * x - y) / 2, y)
-        x = x - torch.clamp(x, min=-2 * a, max=torch.zeros_like(x))
+        x = x - torch.minimum(torch.maximum(x, -2 * a), torch.zeros_like(x))
         return -torch.sqrt(x * x + y * y) * torch.sign(y)
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def pack(scenes: list[Scene], placements: list[Placement]) -> dict[str, np.ndarray]:
+    """A batch's placements as arrays (cheap to pass between processes), K = most objects."""
+    B, K = len(scenes), max(len(s.objects) for s in scenes)
+    num_frames = placements[0].centres.shape[1]
+    out = dict(centres=np.zeros((B, K, num_frames, 2), np.float32), radii=np.ones((B, K), np.float32),
+               colours=np.zeros((B, K, 3), np.float32), shape_ids=np.zeros((B, K), np.int64),
+               present=np.zeros((B, K), np.float32),
+               backgrounds=np.stack([p.background for p in placements]).astype(np.float32))
+    for b, (scene, place) in enumerate(zip(scenes, placements)):
+        for k, obj in enumerate(scene.objects):
+            out["centres"][b, k], out["radii"][b, k] = place.centres[k], place.radii[k]
+            out["colours"][b, k] = place.colours[k]
+            out["shape_ids"][b, k], out["present"][b, k] = SHAPES.index(obj.shape), 1.0
+    return out
 
 
 def render(scenes: list[Scene], placements: list[Placement], height: int, width: int,
            num_frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Rasterise a batch of scenes -> float (B, 3, T, H, W) in [0, 1]."""
+    return render_packed(pack(scenes, placements), height, width, device)
+
+
+def render_packed(packed: dict, height: int, width: int,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """`pack` arrays -> float (B, 3, T, H, W) in [0, 1].
+
+    Vectorised over the batch (a few dozen kernels whatever B is): every object slot is drawn
+    as all three shapes and the right distance is selected per slot; empty slots get alpha 0.
+    """
+    B, K, num_frames = packed["centres"].shape[:3]
+    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    centres, radii, colours, shape_ids, present, backgrounds = (
+        t(packed[k]) for k in ("centres", "radii", "colours", "shape_ids", "present", "backgrounds"))
+
     ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
     xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5
-    out = torch.empty(len(scenes), 3, num_frames, height, width, device=device)
-    for b, (scene, place) in enumerate(zip(scenes, placements)):
-        bg = torch.as_tensor(place.background, dtype=torch.float32, device=device)
-        ramp = (ys / height)[:, None]                                   # (H, 1)
-        frame = (bg[0][:, None, None] * (1 - ramp) + bg[1][:, None, None] * ramp)  # (3, H, 1)
-        video = frame[:, None].expand(3, num_frames, height, width).clone()       # (3, T, H, W)
-        centres = torch.as_tensor(place.centres, dtype=torch.float32, device=device)
-        for k, obj in enumerate(scene.objects):
-            px = xs[None, None, :] - centres[k, :, 0, None, None]      # (T, 1, W)
-            py = ys[None, :, None] - centres[k, :, 1, None, None]      # (T, H, 1)
-            r = torch.tensor(float(place.radii[k]), device=device)
-            alpha = (0.5 - _sdf(obj.shape, px, py, r)).clamp(0.0, 1.0)  # (T, H, W)
-            colour = torch.as_tensor(place.colours[k], dtype=torch.float32, device=device)
-            video = video * (1 - alpha[None]) + colour[:, None, None, None] * alpha[None]
-        out[b] = video
-    return out
+    ramp = (ys / height).view(1, 1, 1, height, 1)                                    # rows
+    top, bottom = (backgrounds[:, i].view(B, 3, 1, 1, 1) for i in (0, 1))
+    video = (top * (1 - ramp) + bottom * ramp).expand(B, 3, num_frames, height, width)
+    for k in range(K):  # later objects are drawn over earlier ones
+        px = xs.view(1, 1, 1, width) - centres[:, k, :, 0].view(B, num_frames, 1, 1)   # (B, T, 1, W)
+        py = ys.view(1, 1, height, 1) - centres[:, k, :, 1].view(B, num_frames, 1, 1)  # (B, T, H, 1)
+        r = radii[:, k].view(B, 1, 1, 1)
+        sdf = torch.stack([_sdf(name, px, py, r).expand(B, num_frames, height, width)
+                           for name in SHAPES])                                        # (3, B, T, H, W)
+        sdf = sdf.gather(0, shape_ids[:, k].view(1, B, 1, 1, 1).expand(1, B, num_frames, height, width))[0]
+        alpha = (0.5 - sdf).clamp(0.0, 1.0) * present[:, k].view(B, 1, 1, 1)          # (B, T, H, W)
+        alpha = alpha[:, None]                                                         # (B, 1, T, H, W)
+        video = video * (1 - alpha) + colours[:, k].view(B, 3, 1, 1, 1) * alpha
+    return video.contiguous()
 
 
 def render_clip(scene: Scene, seed: int, height: int = 128, width: int = 128,
