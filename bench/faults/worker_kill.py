@@ -1,0 +1,89 @@
+"""Fault: SIGKILL a worker (its whole process group, as when a machine dies) in the middle of a job.
+
+Expected: the job completes on another worker, exactly one MP4 exists for it, and its record
+shows a second attempt. Run it:
+
+    .venv/bin/python -m bench.faults.worker_kill --trials 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import redis
+
+from bench.faults.ledger import Audit, Ledger, api, wait_for
+from bench.faults.stack import ComposeStack, Proc
+
+
+def worker_running(stack: ComposeStack, video_id: str, timeout_s: float = 60) -> Proc:
+    """The worker (Proc) whose pool process holds the job, from the `st:running` hash."""
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        holder = client.hget("st:running", video_id)  # "<host>:<pool pid>"
+        if holder:
+            pid = int(holder.rsplit(":", 1)[1])
+            try:
+                group = os.getpgid(pid)
+            except ProcessLookupError:
+                group = -1
+            for worker in stack.workers:
+                if worker.alive() and worker.proc.pid == group:
+                    return worker
+        time.sleep(0.05)
+    raise TimeoutError(f"no live worker holds {video_id}")
+
+
+def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool = True) -> Audit:
+    """Needs at least two live workers; with `replace`, starts a new worker after each kill."""
+    audit = Audit("worker SIGKILL mid-job")
+    jobs = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    for _ in range(trials):
+        video = ledger.submit(allowed={"completed"})
+        wait_for(ledger.client, video["id"], ("in_progress",), timeout_s=120)
+        victim = worker_running(stack, video["id"])
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait()
+        killed_at = time.monotonic()
+        before = len(ledger.jobs)
+        ledger.audit(audit, ids=[video["id"]])
+        audit.measures["max recovery s"] = max(audit.measures.get("max recovery s", 0),
+                                               round(time.monotonic() - killed_at, 1))
+        attempts = int(jobs.hget(f"st:job:{video['id']}", "attempts") or 0)
+        if attempts != 2:
+            audit.notes.append(f"{video['id']}: {attempts} attempts recorded, expected 2")
+        assert len(ledger.jobs) == before
+        audit.trials += 1
+        if replace:
+            stack.start_worker()
+            stack.wait_workers(2)
+    return audit
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="spacetime-fault-") as tmp, ComposeStack(Path(tmp)) as stack:
+        stack.start(workers=2)
+        ledger = Ledger(stack, api(stack))
+        audit = run_trials(stack, ledger, args.trials)
+    print(Audit.header())
+    print(audit.row())
+    for note in audit.notes:
+        print("  -", note)
+    return 0 if audit.lost == 0 and audit.duplicates == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
