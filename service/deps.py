@@ -24,45 +24,50 @@ class Principal:
     owner: str
 
 
-def get_app_settings(request: Request) -> Settings:
+# Dependencies are `async def` even where they do no I/O: FastAPI runs plain `def` dependencies
+# in a thread pool, which costs more than the whole status poll.
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     return request.app.state.jobs
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-def get_redis(request: Request) -> aioredis.Redis:
+async def get_redis(request: Request) -> aioredis.Redis:
     return request.app.state.redis
 
 
-async def authenticate(request: Request) -> Principal:
-    """Bearer key -> owner, with the per-key request rate limit in the same Redis call."""
-    state = request.app.state
-    settings: Settings = state.settings
-    digest = ""
-    if settings.auth == "keys":
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
-                401,
-                "Missing API key. Send it as 'Authorization: Bearer <key>' (create one with `spacetime keys create`).",
-                code="missing_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        digest = hash_key(token.strip(), settings.key_pepper)
-    owner, retry_s = await state.authorize(
-        args=[digest, OPEN_OWNER, settings.rate_limit_per_minute, 60, int(time.time())]
-    )
+def key_digest(request: Request, settings: Settings) -> str:
+    """The hashed Bearer key ('' in open mode); 401 when keys are required and none was sent."""
+    if settings.auth != "keys":
+        return ""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "Missing API key. Send it as 'Authorization: Bearer <key>' (create one with `spacetime keys create`).",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return hash_key(token.strip(), settings.key_pepper)
+
+
+def auth_args(request: Request, settings: Settings) -> list[str | int]:
+    """ARGV of the AUTHORIZE Lua function: digest, open-mode owner, limit, window, now."""
+    return [key_digest(request, settings), OPEN_OWNER, settings.rate_limit_per_minute, 60, int(time.time())]
+
+
+def check_authorized(owner: str, retry_s: str, settings: Settings) -> Principal:
+    """AUTHORIZE's answer -> the caller, or 401 / 429."""
     if not owner:
         raise ApiError(401, "Incorrect or revoked API key.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
     if int(retry_s) > 0:
@@ -73,6 +78,13 @@ async def authenticate(request: Request) -> Principal:
             headers={"Retry-After": str(retry_s)},
         )
     return Principal(owner=owner)
+
+
+async def authenticate(request: Request) -> Principal:
+    """Bearer key -> owner, with the per-key request rate limit in the same Redis call."""
+    settings: Settings = request.app.state.settings
+    owner, retry_s = await request.app.state.authorize(args=auth_args(request, settings))
+    return check_authorized(owner, retry_s, settings)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

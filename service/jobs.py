@@ -17,6 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from service import jobscripts
+from service.keys import AUTHORIZE_FN
 from service.schemas import VideoError, VideoPublic
 
 # Fields copied from the request into the record (all stored as strings).
@@ -100,6 +101,7 @@ class JobStore:
         self._create = client.register_script(jobscripts.CREATE)
         self._cancel = client.register_script(jobscripts.CANCEL)
         self._delete = client.register_script(jobscripts.DELETE)
+        self._poll = client.register_script(jobscripts.poll_script(AUTHORIZE_FN))
 
     async def create(
         self, owner: str, spec: dict[str, Any], *, max_active: int, idempotency_key: str | None, idem_ttl_s: int,
@@ -126,6 +128,19 @@ class JobStore:
         if not record or (owner is not None and record.get("owner") != owner):
             return None
         return record
+
+    async def poll(self, job_id: str, auth_args: list[str | int]) -> tuple[str, str, VideoPublic | None]:
+        """Auth + rate limit + the video with its queue position, in one round trip (the status
+        poll is what clients do most). Returns (owner, retry_after_s, video or None)."""
+        flat = await self._poll(args=[*auth_args, job_id])
+        owner, retry_s, rest = flat[0], flat[1], flat[2:]
+        if not rest:
+            return owner, retry_s, None
+        record = dict(zip(rest[:-1:2], rest[1:-1:2]))
+        if record.get("owner") != owner:
+            return owner, retry_s, None
+        position = int(rest[-1])
+        return owner, retry_s, to_public(record, position if position >= 0 else None)
 
     async def queue_position(self, record: dict[str, str]) -> int | None:
         if record.get("status") != "queued":

@@ -167,3 +167,31 @@ redis.call('ZADD', 'st:queue:' .. redis.call('HGET', k, 'model'), redis.call('HG
 set_status(id, st, 'queued', '')
 return 1
 """
+
+# read(id) -> the record as a flat field/value list followed by its queue position (-1 when not
+# queued), or {} when missing.
+_READ_FN = """
+local function read(id)
+  local k = 'st:job:' .. id
+  local record = redis.call('HGETALL', k)
+  if #record == 0 then return record end
+  local position = -1
+  if redis.call('HGET', k, 'status') == 'queued' then
+    position = redis.call('ZRANK', 'st:queue:' .. redis.call('HGET', k, 'model'), id) or -1
+  end
+  table.insert(record, position)
+  return record
+end
+"""
+
+
+def poll_script(authorize_fn: str) -> str:
+    """A status poll in one round trip: ARGV = authorize's five, then the job id.
+    Returns {owner, retry_after} when refused, else {owner, '0', <read(id)>...}."""
+    return authorize_fn + _READ_FN + """
+local owner, retry = authorize(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+if owner == '' or retry ~= '0' then return {owner, retry} end
+local out = {owner, retry}
+for _, v in ipairs(read(ARGV[6])) do table.insert(out, v) end
+return out
+"""

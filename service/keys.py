@@ -19,23 +19,30 @@ import redis
 
 KEY_PREFIX = "sk-st-"
 
-# ARGV: key hash ('' in open mode), owner for open mode, limit per window (0 = off), window_s, now_s.
-# One round trip for auth + rate limit. Returns {owner, retry_after_s}; owner '' = unknown key.
-AUTHORIZE = """
-local owner = ARGV[2]
-if ARGV[1] ~= '' then
-  owner = redis.call('HGET', 'st:key:' .. ARGV[1], 'id')
-  if not owner then return {'', '0'} end
+# authorize(key hash ('' in open mode), owner for open mode, limit per window (0 = off), window_s,
+# now_s) -> owner ('' = unknown key), retry_after_s ('0' = allowed). Auth and the rate limit in
+# one round trip; also the first half of the status-poll script (service/jobscripts.POLL).
+AUTHORIZE_FN = """
+local function authorize(digest, open_owner, limit, window, now)
+  local owner = open_owner
+  if digest ~= '' then
+    owner = redis.call('HGET', 'st:key:' .. digest, 'id')
+    if not owner then return '', '0' end
+  end
+  limit, window, now = tonumber(limit), tonumber(window), tonumber(now)
+  if limit > 0 then
+    local slot = math.floor(now / window)
+    local k = 'st:rate:' .. owner .. ':' .. slot
+    local n = redis.call('INCR', k)
+    if n == 1 then redis.call('EXPIRE', k, window + 1) end
+    if n > limit then return owner, tostring((slot + 1) * window - now) end
+  end
+  return owner, '0'
 end
-local limit, window, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if limit > 0 then
-  local slot = math.floor(now / window)
-  local k = 'st:rate:' .. owner .. ':' .. slot
-  local n = redis.call('INCR', k)
-  if n == 1 then redis.call('EXPIRE', k, window + 1) end
-  if n > limit then return {owner, tostring((slot + 1) * window - now)} end
-end
-return {owner, '0'}
+"""
+AUTHORIZE = AUTHORIZE_FN + """
+local owner, retry = authorize(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return {owner, retry}
 """
 
 # ARGV: owner, limit, window_s, now_s -> seconds to wait (0 = allowed)

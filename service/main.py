@@ -131,7 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.catalog = Catalog.load(settings.models_file)
     app.state.check_prompt = load_prompt_policy()
-    app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     app.include_router(videos.router)
     app.include_router(models.router)

@@ -16,7 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service.catalog import ServedModel
-from service.deps import CatalogDep, JobsDep, PrincipalDep, RedisDep, SettingsDep, StorageDep
+from service.config import Settings
+from service.deps import (CatalogDep, JobsDep, PrincipalDep, RedisDep, SettingsDep, StorageDep, auth_args,
+                          check_authorized)
 from service.errors import ApiError, not_found
 from service.jobs import events_channel, fingerprint
 from service.ranges import parse_range
@@ -165,12 +167,17 @@ async def list_videos(
 
 
 @router.get("/{video_id}", response_model=VideoPublic)
-async def retrieve_video(video_id: str, response: Response, principal: PrincipalDep, jobs: JobsDep,
-                         settings: SettingsDep) -> VideoPublic:
-    record = await jobs.get(video_id, principal.owner)
-    if record is None:
+async def retrieve_video(video_id: str, request: Request) -> Response:
+    # The hot path of every polling client: auth, rate limit and the record in one Redis round
+    # trip, serialised once (a returned Response skips FastAPI's second validation), and no
+    # dependency resolution (app state read directly).
+    settings: Settings = request.app.state.settings
+    owner, retry_s, video = await request.app.state.jobs.poll(video_id, auth_args(request, settings))
+    check_authorized(owner, retry_s, settings)
+    if video is None:
         raise not_found(video_id)
-    return _with_poll_hint(response, await jobs.public(record), settings.poll_after_ms)
+    headers = {"openai-poll-after-ms": str(settings.poll_after_ms)} if video.status not in FINAL else None
+    return Response(video.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.delete("/{video_id}", response_model=VideoDeleted)
