@@ -231,7 +231,8 @@ function showProvenance(badge, p) {
   const sig = (p.manifest && p.manifest.signature) || {};
   const signer = sig.common_name || sig.issuer || p.signer || "unknown signer";
   const ok = p.state === "valid" || p.state === "trusted";
-  badge.textContent = ok ? `C2PA ${p.state} · signed by ${signer}` : "C2PA manifest invalid";
+  const trust = p.state === "trusted" ? " (trusted signer)" : "";
+  badge.textContent = ok ? `C2PA valid${trust} · signed by ${signer}` : "C2PA manifest invalid";
   badge.title = [p.reason, p.manifest && p.manifest.claim_generator, sig.time].filter(Boolean).join(" · ");
   badge.className = `badge ${ok ? "ok" : "bad"}`;
   badge.hidden = false;
