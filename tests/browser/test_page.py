@@ -97,12 +97,20 @@ def test_submit_watch_play_regenerate_list_delete(
     assert [tiles.nth(i).get_attribute("data-id") for i in range(2)] == [again, job_id]
     wait_js(page, "() => [...document.querySelectorAll('#gallery img')].filter(i => i.naturalWidth > 0).length == 2")
     page.screenshot(path=str(artifacts / "gallery.png"), full_page=True)
-    # the README's picture (docs/screenshots/web.png is a copy): a desktop window, settings closed
-    page.set_viewport_size({"width": 1280, "height": 860})
-    page.get_by_text("Advanced settings").click()
-    page.evaluate("() => window.scrollTo(0, 0)")
+    # a tile opens its job in the panel, ready to play
+    page.locator(f'#gallery li[data-id="{job_id}"]').get_by_role("button", name=f"Open video: {PROMPT}").click()
+    expect(page.locator("#job")).to_have_attribute("data-job-id", job_id)
+    expect(page.locator("#job-status")).to_have_text(DONE)
+    wait_js(page, "() => document.getElementById('player').readyState >= 2", timeout_s=20)
+    # the README's picture (docs/screenshots/web.png is a copy): a desktop window, a fresh load
+    page.set_viewport_size({"width": 1280, "height": 940})
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-ready", "true")
+    page.locator(f'#gallery li[data-id="{again}"]').get_by_role("button", name=f"Open video: {PROMPT}").click()
     wait_js(page, "() => document.getElementById('player').readyState >= 4", timeout_s=20)
-    page.wait_for_timeout(500)  # the media controls fade their loading spinner out after loading
+    expect(page.locator("#provenance")).to_be_visible()
+    wait_js(page, "() => [...document.querySelectorAll('#gallery img')].every(i => i.naturalWidth > 0)")
+    page.wait_for_timeout(1500)  # the media controls fade their loading spinner out
     page.screenshot(path=str(artifacts / "web.png"))
 
     # 7. delete takes two clicks and removes the tile and the job
