@@ -8,7 +8,8 @@ import sys
 import time
 
 # Attributes every LogRecord has; anything else came in through `extra=` and is emitted.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName",
+                                                                           "color_message"}  # uvicorn's ANSI copy
 
 
 class JsonFormatter(logging.Formatter):

@@ -71,6 +71,7 @@ def stack_env(tmp_root: Path, redis_url: str) -> dict[str, str]:
         "SPACETIME_WEBHOOK_BACKOFF_S": "0.3",
         "SPACETIME_WEBHOOK_TIMEOUT_S": "2",
         "SPACETIME_POLL_AFTER_MS": "200",
+        "SPACETIME_CLEANUP_INTERVAL_S": "0.5",
         "SPACETIME_MAX_ACTIVE_JOBS": "8",
         "SPACETIME_CREATE_LIMIT_PER_MINUTE": "1000",
         "SPACETIME_RATE_LIMIT_PER_MINUTE": "100000",

@@ -136,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     redis_proc = worker = gateway = None
     try:
         redis_proc = start_redis(var / "redis", redis_port)
-        worker = subprocess.Popen(cli + ["worker", "--models", args.models, "--concurrency", "1"], env=env,
-                                  start_new_session=True)
+        worker = subprocess.Popen(cli + ["worker", "--models", args.models, "--concurrency", "1", "--quiet",
+                                         "--loglevel", "WARNING"], env=env, start_new_session=True)
         gateway = subprocess.Popen(cli + ["serve", "--host", "127.0.0.1", "--port", str(args.port)], env=env,
                                    start_new_session=True)
         url = f"http://127.0.0.1:{args.port}"
@@ -154,6 +154,15 @@ def run(args: argparse.Namespace) -> int:
                     print("error: the gateway did not come up within 60 s", file=sys.stderr)
                     return 1
                 time.sleep(0.2)
+        # The banner comes once the worker has loaded the model (its heartbeat is in Redis), so
+        # the first request does not wait behind the load; a slow load still gets the banner.
+        client = redis.Redis(port=redis_port)
+        deadline = time.monotonic() + 90
+        while not stopping and not list(client.scan_iter("st:worker:*")) and time.monotonic() < deadline:
+            if worker.poll() is not None:
+                print(f"error: the worker exited ({worker.returncode})", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
         if not stopping:
             print(banner(url, keys["webhook_secret"], env["SPACETIME_REDIS_URL"], var), flush=True)
         while not stopping:

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: SPACETIME_DEVICE or cpu)")
     parser.add_argument("--name", default=None, help="worker node name (default: <models>@<host>-<pid>)")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--quiet", action="store_true", help="no Celery start-up banner")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     queues = [catalog.models[m].queue for m in names] + [WEBHOOK_QUEUE]
     name = args.name or f"{'+'.join(names)}@{socket.gethostname()}-{os.getpid()}"
     app.worker_main([
-        "worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool", "prefork",
+        *(["--quiet"] if args.quiet else []), "worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool", "prefork",
         "--hostname", name, "--loglevel", args.loglevel,
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ])

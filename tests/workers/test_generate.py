@@ -9,6 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
+import redis
 
 from service import webhooks
 from tests.conftest import WEBHOOK_SECRET, Stack, wait_status
@@ -70,6 +71,21 @@ def test_video_completes_with_outputs_metadata_and_metrics(stack: Stack, tmp_pat
         wait_status(c, again["id"], ("completed",))
         (tmp_path / "again.mp4").write_bytes(c.get(f"/v1/videos/{again['id']}/content").content)
         assert np.array_equal(decode_mp4(tmp_path / "again.mp4")[0], frames)
+
+        # Outputs expire: once expires_at has passed the sweeper deletes the files and the
+        # content answers 410 while the record stays. (The TTL is a day here, so its deadline
+        # is moved into the past in the expiry index the sweeper reads.)
+        r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        assert int(r.zscore("st:expiry", again["id"])) == c.get(f"/v1/videos/{again['id']}").json()["expires_at"]
+        r.zadd("st:expiry", {again["id"]: 1})
+        deadline = time.monotonic() + 10
+        while (stack.data_dir / again["id"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not (stack.data_dir / again["id"]).exists()
+        gone = c.get(f"/v1/videos/{again['id']}/content")
+        assert gone.status_code == 410 and gone.json()["error"]["code"] == "video_expired"
+        assert c.get(f"/v1/videos/{again['id']}").json()["status"] == "completed"
+        assert (stack.data_dir / video["id"] / "video.mp4").exists()  # only the expired one went
 
 
 def test_events_stream_progress_to_completion(stack: Stack) -> None:
