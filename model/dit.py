@@ -69,11 +69,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, d)
 
 
-def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """3D RoPE tables: head_dim split into t/h/w parts (h = w = 2*(d//6), t gets the rest).
+def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, device: torch.device) -> torch.Tensor:
+    """3D RoPE rotations: head_dim split into t/h/w parts (h = w = 2*(d//6), t gets the rest).
 
-    Returns cos, sin of shape (N, head_dim), N = t*h*w in (t, h, w) raster order; each rotation
-    pair occupies two adjacent channels (interleaved layout, as Wan).
+    Returns complex64 (N, head_dim/2), N = t*h*w in (t, h, w) raster order; rotation pair j acts
+    on channels (2j, 2j+1) (interleaved layout, as Wan).
     """
     hw_dim = 2 * (head_dim // 6)
     dims = (head_dim - 2 * hw_dim, hw_dim, hw_dim)
@@ -82,18 +82,16 @@ def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, de
     for axis, (dim, n) in enumerate(zip(dims, grid)):
         inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=dtype, device=device) / dim)  # (dim/2,)
         angles = torch.outer(torch.arange(n, dtype=dtype, device=device), inv_freq)  # (n, dim/2)
-        angles = angles.repeat_interleave(2, dim=1)  # (n, dim)
-        view = [1, 1, 1, dim]
+        view = [1, 1, 1, dim // 2]
         view[axis] = n
-        parts.append(angles.view(view).expand(*grid, dim))  # (t, h, w, dim)
-    angles = torch.cat(parts, dim=-1).reshape(-1, head_dim)  # (N, head_dim)
-    return angles.cos().float(), angles.sin().float()
+        parts.append(angles.view(view).expand(*grid, dim // 2))  # (t, h, w, dim/2)
+    angles = torch.cat(parts, dim=-1).reshape(-1, head_dim // 2)  # (N, head_dim/2)
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, N, d/2) each
-    c, s = cos[:, 0::2], sin[:, 0::2]  # (N, d/2)
-    return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2).type_as(x)  # (B, heads, N, d)
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, heads, N, d/2) complex
+    return torch.view_as_real(pairs * rope).flatten(-2).type_as(x)  # (B, heads, N, d)
 
 
 class FP32LayerNorm(nn.LayerNorm):
@@ -154,14 +152,14 @@ class Attention(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rope: torch.Tensor | None = None,
     ) -> torch.Tensor:
         context = x if context is None else context  # self-attention when no context
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, N, d)
         k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, M, d)
         v = self.v(context).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, M, d)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = attention(q, k, v, mask).transpose(1, 2).flatten(2)  # (B, N, D)
         return self.o(out.type_as(x))
 
@@ -195,7 +193,7 @@ class DiTBlock(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor | None,
         t_mod: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: torch.Tensor,
     ) -> torch.Tensor:
         # x (B, N, D), context (B, L, D), t_mod (B, 6, D): the shared timestep projection
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
@@ -238,7 +236,7 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.final_layer = FinalLayer(cfg)
         self.gradient_checkpointing = False
-        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple, torch.Tensor] = {}
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -266,7 +264,7 @@ class VideoDiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
-    def rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         key = (grid, str(device))
         if key not in self._rope_cache:
             head_dim = self.config.dim // self.config.num_heads
@@ -293,7 +291,7 @@ class VideoDiT(nn.Module):
         if T % pt or H % ph or W % pw:
             raise ValueError(f"latent (T, H, W) = {(T, H, W)} must be divisible by the patch {self.config.patch_size}")
         grid = (T // pt, H // ph, W // pw)
-        rope = self.rope(grid, x.device)  # (N, d) cos, sin
+        rope = self.rope(grid, x.device)  # (N, d/2) complex rotations
         x = self.x_embedder(x).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
         t = self.t_embedder(timestep.expand(B) if timestep.numel() == 1 else timestep)  # (B, D)
         t_mod = self.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)

@@ -30,7 +30,7 @@ from model.dit import DiTConfig, VideoDiT
 from model.presets import Preset, SamplingDefaults, get_preset
 from model.sampling import SCHEDULERS, GenerationCancelled, sample_latents
 from model.text_encoder import TextEncoder, build_text_encoder
-from model.vae import build_vae, decode_latents, latent_shape, load_vae, to_uint8_frames
+from model.vae import build_vae, decode_latents, latent_shape, load_vae, to_uint8_frames, use_fast_cpu_kernels
 
 __all__ = ["TextToVideoPipeline", "load_pipeline", "GenerationCancelled", "validate_request"]
 
@@ -115,6 +115,7 @@ class TextToVideoPipeline:
         self.transformer.to(device=device, dtype=dtype)
         self.text_encoder.to(device=device, dtype=dtype)
         self.vae.to(device=device).float()  # the VAE is small next to the DiT; keep it exact
+        use_fast_cpu_kernels(self.vae)  # no-op off the CPU
         self.transformer._rope_cache = {}
         return self
 

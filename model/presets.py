@@ -47,7 +47,9 @@ PRESETS: dict[str, Preset] = {
                       num_heads=4, num_layers=8, text_dim=256),
         text=TextEncoderConfig(kind="t5", tokenizer="byt5", max_length=64, use_mask=True,
                                vocab_size=384, d_model=256, d_kv=64, d_ff=384, num_layers=4, num_heads=4),
-        vae=VAEConfig(base_dim=16, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
+        # decoder_base_dim=8: a quarter of the decode FLOPs of base 16 (12 vs 47 GFLOP for 2 s at
+        # 128x128); flat-coloured shapes need little decoder width, and decode dominated CPU time.
+        vae=VAEConfig(base_dim=16, decoder_base_dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
                       temperal_downsample=(False, True, True),
                       latents_mean=(0.0,) * 16, latents_std=(1.0,) * 16),  # training records real stats
         defaults=SamplingDefaults(num_inference_steps=20, guidance_scale=5.0, scheduler="unipc", shift=2.0,

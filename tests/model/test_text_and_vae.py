@@ -9,7 +9,9 @@ import torch
 from conftest import TINY_PRESET
 
 from model.text_encoder import TextEncoder, build_text_encoder
-from model.vae import build_vae, decode_latents, encode_video, latent_shape, set_latent_stats, to_uint8_frames
+from model.vae import (
+    build_vae, decode_latents, encode_video, latent_shape, set_latent_stats, to_uint8_frames, use_fast_cpu_kernels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +95,19 @@ def test_tiled_decode_covers_the_whole_frame(vae):
         whole = decode_latents(vae, z, tiling=False)
     assert tiled.shape == whole.shape == (1, 3, 5, 64, 96)
     assert not torch.equal(tiled, whole)  # the tiled path really ran (blended seams)
+
+
+def test_fast_cpu_kernels_compute_the_same_decode_and_encode():
+    import copy
+
+    plain = build_vae(TINY_PRESET.vae, seed=1)
+    fast = use_fast_cpu_kernels(copy.deepcopy(plain))
+    z = torch.randn(1, 4, 2, 4, 6)
+    video = torch.rand(1, 3, 5, 32, 48) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(fast.decode(z).sample, plain.decode(z).sample, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast.encode(video).latent_dist.mode(), plain.encode(video).latent_dist.mode(),
+                                   rtol=1e-4, atol=1e-5)
+    loss = fast.decode(z).sample.square().mean()  # with autograd on, the original kernels run
+    loss.backward()
+    assert fast.decoder.conv_in.weight.grad is not None
