@@ -112,7 +112,7 @@ class Ledger:
         return video
 
     def audit(self, audit: Audit, ids: list[str] | None = None, timeout_s: float = 180,
-              expect_frames: int = 9) -> Audit:
+              expect: tuple[int, int, int] = (9, 128, 128)) -> Audit:
         """Wait for `ids` (default: all) to finish, then count outcomes, lost jobs and duplicates."""
         for video_id in ids if ids is not None else list(self.jobs):
             allowed = self.jobs[video_id]
@@ -126,13 +126,14 @@ class Ledger:
             if video["status"] == "completed":
                 content = self.client.get(f"/v1/videos/{video_id}/content")
                 try:
-                    frames = decode_mp4(content.content)[0] if content.status_code == 200 else -1
+                    decoded = decode_mp4(content.content) if content.status_code == 200 else None
                 except Exception as exc:  # a corrupt file served is the worst outcome
-                    frames = -1
+                    decoded = None
                     audit.notes.append(f"{video_id}: undecodable content: {exc}")
-                if frames != expect_frames:
+                if decoded != expect:
                     audit.lost += 1
-                    audit.notes.append(f"{video_id}: completed but content {content.status_code}, {frames} frames")
+                    audit.notes.append(f"{video_id}: completed but content {content.status_code} decodes to "
+                                       f"{decoded} (frames, width, height), expected {expect}")
                     continue
                 audit.completed += 1
             else:

@@ -115,6 +115,7 @@ class Proc:
     name: str
     proc: subprocess.Popen
     log: Path
+    killed: bool = False  # stopped on purpose (a fault), not a crash
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -250,6 +251,12 @@ class ComposeStack:
         self.workers.append(worker)
         return worker
 
+    def kill_worker(self, worker: Proc) -> None:
+        """SIGKILL the worker and its pool processes at once: a machine dying, not a shutdown."""
+        worker.killed = True
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait()
+
     def live_workers(self) -> int:
         client = redis.Redis.from_url(self.redis_url)
         return sum(1 for _ in client.scan_iter(match="st:worker:*"))
@@ -259,7 +266,7 @@ class ComposeStack:
         while time.monotonic() < deadline:
             if self.live_workers() >= count:
                 return
-            dead = [w for w in self.workers if not w.alive()]
+            dead = [w for w in self.workers if not w.alive() and not w.killed]
             if dead:
                 raise RuntimeError(f"{dead[0].name} exited:\n{dead[0].text()[-3000:]}")
             time.sleep(0.2)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ if __package__ in (None, ""):
 import redis
 
 from bench.faults.ledger import Audit, Ledger, api, wait_for
-from bench.faults.stack import ComposeStack, Proc
+from bench.faults.stack import ComposeStack, Proc, scratch_dir
 
 
 def worker_running(stack: ComposeStack, video_id: str, timeout_s: float = 60) -> Proc:
@@ -52,8 +50,7 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool =
         video = ledger.submit(allowed={"completed"})
         wait_for(ledger.client, video["id"], ("in_progress",), timeout_s=120)
         victim = worker_running(stack, video["id"])
-        os.killpg(victim.proc.pid, signal.SIGKILL)
-        victim.proc.wait()
+        stack.kill_worker(victim)
         killed_at = time.monotonic()
         before = len(ledger.jobs)
         ledger.audit(audit, ids=[video["id"]])
@@ -73,8 +70,9 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool =
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="spacetime-fault-") as tmp, ComposeStack(Path(tmp)) as stack:
+    with scratch_dir(args.keep) as tmp, ComposeStack(tmp) as stack:
         stack.start(workers=2)
         ledger = Ledger(stack, api(stack))
         audit = run_trials(stack, ledger, args.trials)
