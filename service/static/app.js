@@ -11,8 +11,9 @@ const TERMINAL = new Set(["completed", "failed"]); // a cancelled job is failed 
 const POLL_MS = 1000;
 const WORKER_CHECK_MS = 3000; // how often a queued job asks /readyz whether any worker serves its model
 
-let models = []; // [{id, sizes, seconds, defaults}] normalised from /v1/models
-let current = null; // {video, stop} for the job in the panel
+let models = []; // normalised /v1/models entries (see normaliseModel)
+let current = null; // {video, stop, cancelling, workerProblem} for the job in the panel
+let playerBlob = null; // the blob: URL the player holds with an API key, revoked when replaced
 
 // ---------------------------------------------------------------- errors
 
@@ -202,12 +203,23 @@ function render(video) {
   if (video.status === "failed") showError($("job-error"), describeJobError(video.error));
 }
 
+function releasePlayer() {
+  $("player").removeAttribute("src");
+  if (playerBlob) URL.revokeObjectURL(playerBlob);
+  playerBlob = null;
+}
+
 async function showResult(video) {
   const player = $("player");
   const download = $("download");
   try {
     const src = await mediaSrc(video.id, "video");
-    if (!current || current.video.id !== video.id) return; // the user opened another job meanwhile
+    if (!current || current.video.id !== video.id) { // the user opened another job meanwhile
+      if (src.startsWith("blob:")) URL.revokeObjectURL(src);
+      return;
+    }
+    releasePlayer();
+    if (src.startsWith("blob:")) playerBlob = src;
     player.src = src;
     download.href = getApiKey() ? src : contentUrl(video.id, "video");
     download.setAttribute("download", `${video.id}.mp4`);
@@ -285,7 +297,7 @@ function openJob(video) {
   $("job").dataset.jobId = video.id;
   $("job").hidden = false;
   $("result").hidden = true;
-  $("player").removeAttribute("src");
+  releasePlayer();
   $("provenance").hidden = true;
   clearError($("job-error"));
   $("job-prompt").textContent = video.prompt || "";
@@ -312,7 +324,8 @@ async function cancel() {
   try {
     onEvent("cancel", await api.cancel(current.video.id));
   } catch (err) {
-    $("cancel").disabled = Boolean(current && current.cancelling);
+    current.cancelling = false;
+    $("cancel").disabled = false;
     showError($("job-error"), describeError(err));
   }
 }
@@ -328,6 +341,7 @@ const gallery = createGallery({
     if (current && current.video.id === id) {
       current.stop();
       current = null;
+      releasePlayer();
       $("job").hidden = true;
     }
   },

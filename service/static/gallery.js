@@ -9,6 +9,7 @@ const CONFIRM_MS = 5000;
 export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
   let lastId = null;
   let generation = 0; // bumped by each reload, so an older page's answer never lands on a newer list
+  let blobs = []; // thumbnails fetched with an API key (blob: URLs), revoked when the list is rebuilt
 
   function say(text) {
     status.textContent = text;
@@ -31,7 +32,10 @@ export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
       img.width = 160;
       img.height = 160;
       img.loading = "lazy";
-      mediaSrc(video.id, "thumbnail").then((src) => { img.src = src; }, () => img.remove());
+      mediaSrc(video.id, "thumbnail").then((src) => {
+        if (src.startsWith("blob:")) blobs.push(src);
+        img.src = src;
+      }, () => img.remove());
       open.append(img);
     } else {
       const badge = document.createElement("span");
@@ -100,7 +104,11 @@ export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
     try {
       const page = await api.list({ limit: PAGE_SIZE, after: append ? lastId : undefined });
       if (mine !== generation) return;
-      if (!append) list.replaceChildren();
+      if (!append) {
+        list.replaceChildren();
+        for (const url of blobs) URL.revokeObjectURL(url);
+        blobs = [];
+      }
       for (const video of page.data) list.append(card(video));
       lastId = page.last_id || (page.data.length ? page.data[page.data.length - 1].id : lastId);
       moreButton.hidden = !page.has_more;
