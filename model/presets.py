@@ -79,3 +79,47 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} or pass a local folder")
     return PRESETS[name]
+
+
+def preset_stats(name: str) -> dict[str, float]:
+    """Parameter counts (built on the meta device, so free even for 14B) and DiT FLOPs per
+    denoising step at the preset's native size (x2 for the batched CFG pass)."""
+    import torch
+
+    from model.dit import VideoDiT, count_parameters, flops_per_forward
+    from model.text_encoder import TextEncoder  # noqa: F401 (same module family; shapes below)
+    from transformers import T5EncoderModel, UMT5EncoderModel
+    from diffusers import AutoencoderKLWan
+
+    preset = get_preset(name)
+    d = preset.defaults
+    with torch.device("meta"):
+        dit = count_parameters(VideoDiT(preset.dit))
+        encoder_cls = UMT5EncoderModel if preset.text.kind == "umt5" else T5EncoderModel
+        text = count_parameters(encoder_cls(preset.text.t5_config()))
+        vae = count_parameters(AutoencoderKLWan(**preset.vae.kwargs()))
+    t_ratio = 2 ** sum(preset.vae.temperal_downsample)
+    s_ratio = 2 ** (len(preset.vae.dim_mult) - 1)
+    latent = ((d.num_frames - 1) // t_ratio + 1, d.height // s_ratio, d.width // s_ratio)
+    pt, ph, pw = preset.dit.patch_size
+    tokens = (latent[0] // pt) * (latent[1] // ph) * (latent[2] // pw)
+    forward = flops_per_forward(preset.dit, latent, preset.text.max_length)
+    return {"dit_params": dit, "text_params": text, "vae_params": vae, "tokens": tokens,
+            "latent": latent, "flops_per_step": forward * (2 if d.guidance_scale > 1 else 1),
+            "steps": d.num_inference_steps}
+
+
+def presets_table() -> str:
+    rows = ["| preset | native clip | DiT params | text encoder | VAE | tokens | DiT TFLOP / step (CFG) | steps |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, preset in PRESETS.items():
+        s, d = preset_stats(name), preset.defaults
+        rows.append(
+            f"| `{name}` | {d.num_frames} frames {d.width}x{d.height} @ {d.fps} fps | {s['dit_params'] / 1e6:,.1f} M "
+            f"| {s['text_params'] / 1e6:,.1f} M | {s['vae_params'] / 1e6:,.1f} M | {s['tokens']:,} "
+            f"| {s['flops_per_step'] / 1e12:,.3f} | {s['steps']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(presets_table())
