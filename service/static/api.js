@@ -140,7 +140,7 @@ export function describeError(err) {
 export function describeJobError(error) {
   const code = (error && error.code) || "failed";
   const message = (error && error.message) || "The job failed without a message.";
-  if (code === "content_policy_violation" || code === "output_policy_violation") {
+  if (code === "content_policy_violation" || code === "output_blocked") {
     return { title: "Video withheld by the content policy", message };
   }
   if (code === "cancelled") return { title: "Cancelled", message };

@@ -195,3 +195,36 @@ def test_phone_width_labels_and_live_regions(page: Page, embedded: str, artifact
         assert page.locator(region).get_attribute("role") == "status"
     assert page.locator("#job-status").get_attribute("aria-live") == "polite"
     page.screenshot(path=str(artifacts / "phone.png"), full_page=True)
+
+
+def test_error_wording_for_paths_the_stack_cannot_be_made_to_take(page: Page, embedded: str) -> None:
+    """503 (queue down) and job failures other than cancel cannot be provoked on demand in the
+    real stack; their wording is checked on the page's own module, in the page's origin."""
+    open_page(page, embedded)
+    described = page.evaluate("""async () => {
+      const m = await import('/static/api.js');
+      const e = (o) => m.describeError(new m.ApiError(o));
+      return {
+        queue: e({status: 503, code: 'queue_unavailable', message: 'The job queue is unavailable.'}),
+        limit: e({status: 429, code: 'rate_limit_exceeded', message: 'Create limit reached.', retryAfterS: 12}),
+        expired: e({status: 410, code: 'video_expired', message: 'expired'}),
+        timeout: m.describeJobError({code: 'timeout', message: 'Generation took longer than 1800 s.'}),
+        blocked: m.describeJobError({code: 'output_blocked', message: 'withheld'}),
+        lost: m.describeJobError({code: 'worker_lost', message: 'Gave up after 3 attempts.'}),
+      };
+    }""")
+    assert described["queue"]["title"] == "Worker unavailable"
+    assert described["limit"] == {"title": "Rate limit reached", "message": "Create limit reached. Try again in 12 s."}
+    assert described["expired"]["title"] == "Video expired"
+    assert described["timeout"] == {"title": "Generation failed (timeout)", "message": "Generation took longer than 1800 s."}
+    assert described["blocked"]["title"] == "Video withheld by the content policy"
+    assert described["lost"]["title"] == "Worker lost"
+
+
+def test_an_unreachable_server_is_said_plainly(page: Page, embedded: str) -> None:
+    open_page(page, embedded)
+    page.route("**/v1/videos", lambda route: route.abort("connectionrefused"))  # the network, not the app
+    fill_tiny(page, "a purple cube")
+    submit(page)
+    expect(page.locator("#error strong")).to_have_text("Server unreachable")
+    expect(page.get_by_role("button", name="Generate", exact=True)).to_be_enabled()
