@@ -49,10 +49,12 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, down_s: float =
         finished.append(ledger.submit()["id"])
         wait_for(ledger.client, finished[0], FINAL)
     codes_down: Counter[str] = Counter()
+    in_flight: list[str] = []
     for _ in range(trials):
         parked = submit(ledger.client, model=PARKED_MODEL)
         before_len = broker.llen(f"video.{PARKED_MODEL}")
         running = ledger.submit(allowed={"completed", "failed"}, num_inference_steps=steps)
+        in_flight.append(running["id"])
         wait_for(ledger.client, running["id"], ("in_progress",), timeout_s=120)
         time.sleep(0.2)
         stack.stop_redis(kill=True)
@@ -79,7 +81,7 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, down_s: float =
             audit.measures["queued survived"] = audit.measures.get("queued survived", 0) + 1
         ledger.client.delete(f"/v1/videos/{parked['id']}")
         audit.trials += 1
-    ledger.audit(audit, ids=finished + [i for i in ledger.jobs if i not in finished])
+    ledger.audit(audit, ids=finished + in_flight)
     down = ", ".join(f"{code}x{n}" for code, n in sorted(codes_down.items()))
     audit.notes.append(f"answers while Redis was down: {down}")
     if set(codes_down) - {"503"}:
