@@ -1,0 +1,102 @@
+"""The job state machine (service/jobscripts.py) on a real Redis, driven the way a gateway and
+workers drive it: claims, heartbeats, requeues, the attempt cap, cancel and finish races."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from service.jobs import JobStore, WorkerJobs, worker_key
+
+SPEC = {"model": "spacetime-parked", "prompt": "p", "negative_prompt": "", "seconds": "1", "size": "128x128",
+        "seed": 1, "num_inference_steps": 2, "guidance_scale": 5.0, "fps": 8, "webhook_url": None}
+
+
+def create(redis_url: str, owner: str = "lifecycle") -> str:
+    async def go() -> str:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            result = await JobStore(client).create(owner, SPEC, max_active=100, idempotency_key=None, idem_ttl_s=60)
+        finally:
+            await client.aclose()
+        return result.job_id
+
+    return asyncio.run(go())
+
+
+def cancel(redis_url: str, job_id: str) -> str:
+    async def go() -> str:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await JobStore(client).cancel(job_id)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture()
+def r(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def worker(r: redis.Redis, name: str, alive: bool = True) -> WorkerJobs:
+    w = WorkerJobs(r, name)
+    if alive:
+        w.heartbeat(["spacetime-parked"], ttl_s=30)
+    return w
+
+
+def test_claim_progress_complete(redis_url: str, r: redis.Redis) -> None:
+    job = create(redis_url)
+    a = worker(r, "lc-a")
+    assert a.claim(job, max_attempts=3) == ("claimed", "1")
+    assert r.hget(f"st:job:{job}", "status") == "in_progress" and r.hget("st:running", job) == "lc-a"
+    assert a.report_progress(job, 50) is True
+    assert a.complete(job, expires_at=2**31, assets={}) == "ok"
+    record = r.hgetall(f"st:job:{job}")
+    assert (record["status"], record["progress"]) == ("completed", "100")
+    assert not r.sismember("st:active:lifecycle", job) and r.hget("st:running", job) is None
+    assert a.claim(job, max_attempts=3)[0] == "done"  # a redelivery changes nothing
+    assert a.fail(job, "x", "y") == "completed"  # nor can a late failure overwrite it
+
+
+def test_a_live_holder_keeps_its_job_and_a_dead_ones_job_is_requeued(redis_url: str, r: redis.Redis) -> None:
+    job = create(redis_url)
+    a, b = worker(r, "lc-live-a"), worker(r, "lc-live-b")
+    a.claim(job, max_attempts=3)
+    assert b.claim(job, max_attempts=3) == ("busy", "lc-live-a")
+    assert b.requeue(job, "lc-live-a") is False  # still heartbeating
+    r.delete(worker_key("lc-live-a"))  # a dies: its heartbeat lapses
+    assert (job, "lc-live-a") in b.orphans()
+    assert b.requeue(job, "lc-live-a") is True
+    assert r.hget(f"st:job:{job}", "status") == "queued" and r.zrank("st:queue:spacetime-parked", job) is not None
+    assert b.claim(job, max_attempts=3) == ("claimed", "2")
+
+
+def test_attempt_cap_fails_the_job_as_worker_lost(redis_url: str, r: redis.Redis) -> None:
+    job = create(redis_url)
+    for n in range(2):
+        dead = worker(r, f"lc-dead-{n}", alive=False)
+        assert dead.claim(job, max_attempts=2)[0] == "claimed"  # then it dies without finishing
+    last = worker(r, "lc-dead-last", alive=False)
+    assert last.claim(job, max_attempts=2) == ("exhausted", "3")
+    record = r.hgetall(f"st:job:{job}")
+    assert record["status"] == "failed" and record["error_code"] == "worker_lost" and "2 attempts" in record["error_message"]
+
+
+def test_cancel_of_a_running_job_stops_it_at_the_next_progress_report(redis_url: str, r: redis.Redis) -> None:
+    job = create(redis_url)
+    a = worker(r, "lc-cancel")
+    a.claim(job, max_attempts=3)
+    assert cancel(redis_url, job) == "requested"
+    assert a.report_progress(job, 10) is False
+    assert a.fail(job, "cancelled", "The video was cancelled.") == "ok"
+    assert cancel(redis_url, job) == "failed"
+    queued = create(redis_url)
+    assert cancel(redis_url, queued) == "cancelled"
+    assert a.claim(queued, max_attempts=3)[0] == "done"  # a queued cancelled job never runs
+    assert cancel(redis_url, "video_missing") == "missing"
