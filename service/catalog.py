@@ -28,6 +28,7 @@ class ServedModel(BaseModel):
     default_steps: int = Field(gt=0)
     default_guidance: float = Field(ge=1.0)
     max_steps: int = Field(default=100, gt=0)
+    time_limit_s: int | None = Field(default=None, gt=0)  # per job; None: SPACETIME_JOB_TIME_LIMIT_S
     description: str = ""
 
     @field_validator("sizes")

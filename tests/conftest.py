@@ -35,6 +35,8 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"spacetime-test-webhook-secret!!")
 EXTRA_MODELS = [
     {"name": "spacetime-tiny-b", "source": "spacetime-tiny", "sizes": ["128x128"], "seconds": ["1", "2", "4"],
      "fps": 8, "default_steps": 4, "default_guidance": 5.0},
+    {"name": "spacetime-tiny-capped", "source": "spacetime-tiny", "queue": "video.spacetime-tiny", "sizes": ["128x128"],
+     "seconds": ["4"], "fps": 8, "default_steps": 100, "default_guidance": 5.0, "time_limit_s": 2},
     {"name": "spacetime-parked", "source": "spacetime-tiny", "sizes": ["128x128"], "seconds": ["1"],
      "fps": 8, "default_steps": 2, "default_guidance": 5.0},
 ]

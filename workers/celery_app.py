@@ -26,14 +26,16 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         task_reject_on_worker_lost=True,
-        task_time_limit=settings.job_time_limit_s,
-        task_soft_time_limit=max(1, settings.job_time_limit_s - 5),
+        # Defaults; the gateway sends each job with its model's limits (see create_video).
+        task_soft_time_limit=settings.job_time_limit_s,
+        task_time_limit=settings.job_time_limit_s + 10,
         task_ignore_result=True,
         task_default_queue=catalog.default.queue,
         # Routing by name: the default model's queue for generation (the gateway names the
         # queue of the requested model), a queue of its own for webhook deliveries.
         task_routes={GENERATE_TASK: {"queue": catalog.default.queue}, WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
-        broker_transport_options={"visibility_timeout": settings.job_time_limit_s + 60},
+        broker_transport_options={"visibility_timeout": max(
+            [settings.job_time_limit_s] + [m.time_limit_s or 0 for m in catalog.models.values()]) + 60},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,

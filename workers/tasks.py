@@ -110,12 +110,14 @@ class WorkerContext:
     pipelines: dict[str, Any] = field(default_factory=dict)
 
     def pipeline(self, model: ServedModel) -> Any:
-        if model.name not in self.pipelines:
+        """Loaded once per process and source (models sharing weights share the pipeline)."""
+        if model.source not in self.pipelines:
             started = time.perf_counter()
-            self.pipelines[model.name] = load_model(model.source, self.settings.device)
-            log.info("pipeline loaded", extra={"model": model.name, "load_s": round(time.perf_counter() - started, 2),
-                                               "random_weights": getattr(self.pipelines[model.name], "is_random_weights", None)})
-        return self.pipelines[model.name]
+            pipe = self.pipelines[model.source] = load_model(model.source, self.settings.device)
+            log.info("pipeline loaded", extra={"model": model.name, "source": model.source,
+                                               "load_s": round(time.perf_counter() - started, 2),
+                                               "random_weights": getattr(pipe, "is_random_weights", None)})
+        return self.pipelines[model.source]
 
 
 _context: WorkerContext | None = None
@@ -127,7 +129,10 @@ def context() -> WorkerContext:
         settings = get_settings()
         catalog = Catalog.load(settings.models_file)
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        models = [m for m in os.environ.get(MODELS_ENV, catalog.default.name).split(",") if m]
+        named = [m for m in os.environ.get(MODELS_ENV, catalog.default.name).split(",") if m]
+        # Every model routed to a queue this worker consumes is one it serves (and heartbeats for).
+        queues = {catalog.models[m].queue for m in named if m in catalog.models}
+        models = [m.name for m in catalog.models.values() if m.queue in queues]
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
         _context = WorkerContext(settings, catalog, client, WorkerJobs(client, worker_id), open_storage(settings), models)
     return _context
@@ -204,7 +209,8 @@ def generate_video(job_id: str) -> str:
         notify(ctx, job_id)
         return "failed"
     except SoftTimeLimitExceeded:
-        ctx.jobs.fail(job_id, "timeout", f"Generation took longer than {ctx.settings.job_time_limit_s} s.")
+        limit_s = model.time_limit_s or ctx.settings.job_time_limit_s
+        ctx.jobs.fail(job_id, "timeout", f"Generation took longer than the {limit_s} s limit.")
         notify(ctx, job_id)
         return "failed"
     except Exception as exc:

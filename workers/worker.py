@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from workers.celery_app import WEBHOOK_QUEUE, app
 
-    queues = [catalog.models[m].queue for m in names] + [WEBHOOK_QUEUE]
+    queues = list(dict.fromkeys(catalog.models[m].queue for m in names)) + [WEBHOOK_QUEUE]
     name = args.name or f"{'+'.join(names)}@{socket.gethostname()}-{os.getpid()}"
     app.worker_main([
         *(["--quiet"] if args.quiet else []), "worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool", "prefork",

@@ -120,6 +120,20 @@ def test_cancel_a_running_video_stops_within_a_step_and_frees_the_worker(stack: 
         assert wait_status(c, nxt["id"], ("completed",))["progress"] == 100
 
 
+def test_a_job_over_its_time_limit_fails_as_timeout_and_the_worker_goes_on(stack: Stack) -> None:
+    # spacetime-tiny-capped: the tiny weights on spacetime-tiny's queue with a 2 s limit per job,
+    # and 100 steps of a 4 s clip, far more than 2 s of work.
+    with stack.client() as c:
+        video = c.post("/v1/videos", json={"model": "spacetime-tiny-capped", "prompt": "a slow one"}).json()
+        failed = wait_status(c, video["id"], ("failed",), timeout_s=60)
+        assert failed["error"]["code"] == "timeout" and "2 s" in failed["error"]["message"]
+        assert not (stack.data_dir / video["id"]).exists()
+        nxt = c.post("/v1/videos", json=SHORT).json()
+        assert wait_status(c, nxt["id"], ("completed",))["progress"] == 100
+        ready = c.get("/readyz").json()["models"]
+        assert ready["spacetime-tiny-capped"]["ready"] is True  # served through spacetime-tiny's queue
+
+
 def test_deleting_a_running_video_leaves_no_files(stack: Stack) -> None:
     with stack.client() as c:
         video = c.post("/v1/videos", json={**SHORT, "num_inference_steps": 100}).json()
