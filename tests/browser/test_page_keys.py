@@ -20,6 +20,7 @@ from tests.conftest import Stack
 pytestmark = pytest.mark.slow
 
 DONE = "Done. The video is ready."
+PAGE_SIZE = 8  # service/static/gallery.js
 
 
 def save_key(page: Page, key: str) -> None:
@@ -59,9 +60,11 @@ def test_key_box_and_media_with_a_key(page: Page, stack: Stack, artifacts: Path)
 def test_too_many_jobs_then_no_worker(page: Page, gateway: Stack, artifacts: Path) -> None:
     key = gateway.key("browser-limits")
     client = gateway.client(key)
+    max_active = int(gateway.env["SPACETIME_MAX_ACTIVE_JOBS"])
+    assert max_active + 1 > PAGE_SIZE, "the paging check below needs more jobs than one gallery page"
     # fill this key's quota of active jobs with jobs for a model no worker serves
     parked = [client.post("/v1/videos", json={"model": "spacetime-parked", "prompt": f"parked {i}",
-                                              "seconds": "1", "size": "128x128"}) for i in range(8)]
+                                              "seconds": "1", "size": "128x128"}) for i in range(max_active)]
     ids = [r.json()["id"] for r in parked]
     assert all(r.status_code == 200 for r in parked)
     try:
@@ -87,14 +90,19 @@ def test_too_many_jobs_then_no_worker(page: Page, gateway: Stack, artifacts: Pat
         expect(status).to_contain_text("No worker is serving spacetime-parked", timeout=15_000)
         page.screenshot(path=str(artifacts / "no-worker.png"), full_page=True)
 
-        # 3. the gallery pages with the list's cursor: 9 jobs = a page of 8, then "Load more"
+        # 3. the gallery pages with the list's cursor: a page of 8, then "Load more" for the rest
+        total = max_active + 1
         tiles = page.locator("#gallery li")
-        expect(tiles).to_have_count(8)
-        page.get_by_role("button", name="Load more").click()
-        expect(tiles).to_have_count(9)
-        expect(page.get_by_role("button", name="Load more")).to_be_hidden()
-        ids_shown = [tiles.nth(i).get_attribute("data-id") for i in range(9)]
-        assert len(set(ids_shown)) == 9 and ids_shown[0] == page.get_attribute("#job", "data-job-id")
+        more = page.get_by_role("button", name="Load more")
+        shown = PAGE_SIZE
+        expect(tiles).to_have_count(shown)
+        while more.is_visible():
+            more.click()
+            shown = min(total, shown + PAGE_SIZE)
+            expect(tiles).to_have_count(shown)  # the next page landed (and set "Load more" anew)
+        assert shown == total
+        ids_shown = [tiles.nth(i).get_attribute("data-id") for i in range(total)]
+        assert len(set(ids_shown)) == total and ids_shown[0] == page.get_attribute("#job", "data-job-id")
 
         # 4. the page's own Cancel ends it
         page.get_by_role("button", name="Cancel").click()
