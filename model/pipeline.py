@@ -230,8 +230,9 @@ def _from_wan_folder(folder: Path, device: str | torch.device, dtype: torch.dtyp
     for sub in ("transformer", "text_encoder", "tokenizer", "vae"):
         if not (folder / sub).is_dir():
             raise FileNotFoundError(f"{folder}: missing {sub}/ (expected the Wan2.1-T2V-*-Diffusers layout)")
-    dit = load_wan_transformer(folder / "transformer")
-    text = TextEncoder.from_pretrained(folder / "text_encoder", folder / "tokenizer")
+    dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
+    dit = load_wan_transformer(folder / "transformer", dtype=dtype)  # cast tensor by tensor: 14B fp32 is 57 GB
+    text = TextEncoder.from_pretrained(folder / "text_encoder", folder / "tokenizer", dtype=dtype)
     vae = load_vae(folder / "vae")
     preset = "wan2.1-14b" if dit.config.dim >= 5120 else "wan2.1-1.3b"
     defaults = copy.deepcopy(get_preset(preset).defaults)
