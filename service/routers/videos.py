@@ -40,7 +40,7 @@ async def read_create_body(request: Request) -> VideoCreate:
     if content_type.startswith("application/json"):
         try:
             raw = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
             raise ApiError(400, "The body is not valid JSON.", code="invalid_json")
         if not isinstance(raw, dict):
             raise ApiError(400, "The JSON body must be an object.", code="invalid_json")
