@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.dit import DiTConfig, VideoDiT
+from model.dit import VideoDiT
 from model.presets import Preset, SamplingDefaults, get_preset
-from model.sampling import SCHEDULERS, GenerationCancelled, sample_latents
+from model.sampling import GenerationCancelled, sample_latents
 from model.text_encoder import TextEncoder, build_text_encoder
 from model.vae import build_vae, decode_latents, latent_shape, load_vae, to_uint8_frames, use_fast_cpu_kernels
 

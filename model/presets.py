@@ -85,11 +85,10 @@ def preset_stats(name: str) -> dict[str, float]:
     """Parameter counts (built on the meta device, so free even for 14B) and DiT FLOPs per
     denoising step at the preset's native size (x2 for the batched CFG pass)."""
     import torch
+    from diffusers import AutoencoderKLWan
+    from transformers import T5EncoderModel, UMT5EncoderModel
 
     from model.dit import VideoDiT, count_parameters, flops_per_forward
-    from model.text_encoder import TextEncoder  # noqa: F401 (same module family; shapes below)
-    from transformers import T5EncoderModel, UMT5EncoderModel
-    from diffusers import AutoencoderKLWan
 
     preset = get_preset(name)
     d = preset.defaults

@@ -11,7 +11,7 @@ tiles, so long and large clips decode within memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
