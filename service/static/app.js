@@ -291,9 +291,25 @@ function poll(id) {
   return () => clearTimeout(timer);
 }
 
+// The page's address names the job on show (/#video_…), so a link reopens it (for the same key).
+function showInAddress(id) {
+  history.replaceState(null, "", id ? `#${encodeURIComponent(id)}` : location.pathname);
+}
+
+async function copyLink() {
+  try {
+    await navigator.clipboard.writeText(location.href);
+    $("share-status").textContent = "Link copied.";
+  } catch {
+    $("share-status").textContent = `Copy this link: ${location.href}`;
+  }
+}
+
 function openJob(video) {
   if (current) current.stop();
   current = { video, stop: () => {} };
+  showInAddress(video.id);
+  $("share-status").textContent = "";
   $("job").dataset.jobId = video.id;
   $("job").hidden = false;
   $("result").hidden = true;
@@ -342,6 +358,7 @@ const gallery = createGallery({
       current.stop();
       current = null;
       releasePlayer();
+      showInAddress(null);
       $("job").hidden = true;
     }
   },
@@ -354,6 +371,7 @@ $("prompt").addEventListener("keydown", (e) => {
 $("model").addEventListener("change", (e) => applyModel(e.target.value));
 $("cancel").addEventListener("click", cancel);
 $("refresh").addEventListener("click", () => gallery.reload());
+$("copy-link").addEventListener("click", copyLink);
 $("again").addEventListener("click", () => { fillForm(current.video); submit(); });
 $("edit").addEventListener("click", () => {
   fillForm(current.video);
@@ -375,5 +393,17 @@ $("key-clear").addEventListener("click", () => {
   $("api-key").value = "";
 });
 
+// A link to a job (/#video_…) opens it.
+function openFromAddress() {
+  const id = decodeURIComponent(location.hash.slice(1));
+  if (!id || (current && current.video.id === id)) return Promise.resolve();
+  return api.get(id).then(openJob, (err) => {
+    showInAddress(null);
+    showError($("error"), describeError(err));
+  });
+}
+window.addEventListener("hashchange", openFromAddress);
+
 document.documentElement.dataset.ready = "loading";
-Promise.all([loadModels(), gallery.reload()]).then(() => { document.documentElement.dataset.ready = "true"; });
+Promise.all([loadModels(), gallery.reload(), openFromAddress()])
+  .then(() => { document.documentElement.dataset.ready = "true"; });

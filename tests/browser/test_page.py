@@ -113,6 +113,21 @@ def test_submit_watch_play_regenerate_list_delete(
     page.wait_for_timeout(1500)  # the media controls fade their loading spinner out
     page.screenshot(path=str(artifacts / "web.png"))
 
+    # the address names the job on show, Copy link copies it, and the link reopens the job
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    assert page.url == f"{embedded}/#{again}"
+    page.get_by_role("button", name="Copy link").click()
+    expect(page.locator("#share-status")).to_have_text("Link copied.")
+    assert page.evaluate("() => navigator.clipboard.readText()") == page.url
+    other = page.context.new_page()
+    other.goto(f"{embedded}/#{job_id}")
+    expect(other.locator("#job")).to_have_attribute("data-job-id", job_id)
+    expect(other.locator("#job-status")).to_have_text(DONE)
+    wait_js(other, "() => document.getElementById('player').readyState >= 2", timeout_s=20)
+    other.goto(f"{embedded}/#video_doesnotexist")
+    expect(other.locator("#error strong")).to_have_text("Not found")
+    other.close()
+
     # 7. delete takes two clicks and removes the tile and the job
     tile = page.locator(f'#gallery li[data-id="{job_id}"]')
     tile.get_by_role("button", name=f"Delete video: {PROMPT}").click()
@@ -128,6 +143,7 @@ def test_submit_watch_play_regenerate_list_delete(
     tile.get_by_role("button", name=f"Confirm delete of video: {PROMPT}").click()
     expect(page.locator("#job")).to_be_hidden()
     expect(page.locator("#gallery-status")).to_have_text("No videos yet.")
+    assert page.url == f"{embedded}/"
 
 
 def test_policy_rejection_is_shown_and_the_keyboard_submits(page: Page, embedded: str, artifacts: Path) -> None:
