@@ -207,6 +207,25 @@ def test_phone_width_labels_and_live_regions(page: Page, embedded: str, artifact
         "() => [...document.querySelectorAll('button:not([hidden])')].filter(b => b.offsetParent)"
         ".filter(b => b.getBoundingClientRect().height < 36).map(b => b.id || b.textContent)")
     assert small == [], f"touch targets under 36 px: {small}"
+    # what a screen reader is given: named regions, labelled controls in reading order
+    expect(page.locator("main")).to_match_aria_snapshot("""
+      - region "Describe a video":
+        - heading "Describe a video" [level=2]
+        - textbox "Prompt"
+        - group:
+          - combobox "Model"
+          - combobox "Size (width × height)"
+          - combobox "Duration (seconds)"
+          - spinbutton "Seed"
+          - spinbutton "Denoising steps"
+          - spinbutton "Guidance scale"
+          - textbox "Negative prompt"
+        - button "Generate"
+      - region "Past videos":
+        - heading "Past videos" [level=2]
+        - button "Refresh"
+        - status
+    """)
     for region in ("#job-status", "#gallery-status"):
         assert page.locator(region).get_attribute("role") == "status"
     assert page.locator("#job-status").get_attribute("aria-live") == "polite"
