@@ -111,3 +111,15 @@ def test_fast_cpu_kernels_compute_the_same_decode_and_encode():
     loss = fast.decode(z).sample.square().mean()  # with autograd on, the original kernels run
     loss.backward()
     assert fast.decoder.conv_in.weight.grad is not None
+
+
+def test_fast_kernels_survive_a_deep_copy():
+    import copy
+
+    fast = use_fast_cpu_kernels(build_vae(TINY_PRESET.vae, seed=1))
+    twin = copy.deepcopy(fast)
+    with torch.no_grad():
+        twin.decoder.conv_in.weight.add_(1.0)  # the copy must compute with its own module, not the original's
+        z = torch.randn(1, 4, 1, 4, 4)
+        assert not torch.allclose(twin.decode(z).sample, fast.decode(z).sample)
+    assert twin.decoder.conv_in._conv_forward.__self__ is twin.decoder.conv_in
