@@ -103,10 +103,11 @@ class TextToVideoPipeline:
         preset = get_preset(preset) if isinstance(preset, str) else preset
         if preset.dit.text_dim != preset.text.d_model:
             raise ValueError(f"{preset.name}: DiT text_dim {preset.dit.text_dim} != text encoder d_model {preset.text.d_model}")
-        torch.manual_seed(preset.seed)
-        dit = VideoDiT(preset.dit)
-        text = build_text_encoder(preset.text)
-        vae = build_vae(preset.vae)
+        with torch.random.fork_rng(devices=[]):  # a fixed seed without touching the caller's RNG
+            torch.manual_seed(preset.seed)
+            dit = VideoDiT(preset.dit)
+            text = build_text_encoder(preset.text)
+            vae = build_vae(preset.vae)
         pipe = cls(dit.eval(), text, vae, copy.deepcopy(preset.defaults), preset.name, is_random_weights=True)
         return pipe.to(device, dtype)
 

@@ -126,3 +126,13 @@ def test_preset_shapes_are_consistent():
         assert preset.dit.text_dim == preset.text.d_model
         assert preset.dit.in_channels == preset.vae.z_dim
     assert TINY_PRESET.dit.in_channels == TINY_PRESET.vae.z_dim
+
+
+def test_random_build_is_reproducible_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = TextToVideoPipeline.from_preset(TINY_PRESET)
+    assert torch.equal(torch.rand(3), expected)
+    b = TextToVideoPipeline.from_preset(TINY_PRESET)
+    assert a.weights_hash == b.weights_hash
