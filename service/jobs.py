@@ -227,16 +227,18 @@ class WorkerJobs:
         result = self._claim(args=[job_id, self.worker_id, now_s(), max_attempts, int(time.time() * 1000)])
         return result[0], (result[1] if len(result) > 1 else "")
 
-    def report_progress(self, job_id: str, progress: int) -> bool:
-        """Record progress; False when the job was cancelled or deleted and should stop."""
-        return bool(self._progress(args=[job_id, progress]))
+    def report_progress(self, job_id: str, progress: int) -> int:
+        """Record progress. 1: go on; 0: cancelled or deleted, stop; 2: another worker holds
+        the job now (this one's heartbeat lapsed), stop without touching the record."""
+        return int(self._progress(args=[job_id, progress, self.worker_id]))
 
     def complete(self, job_id: str, expires_at: int, assets: dict[str, str]) -> str:
         fields = [x for kv in {"progress": "100", **assets}.items() for x in kv]
-        return self._finish(args=[job_id, "completed", now_s(), expires_at, *fields])
+        return self._finish(args=[job_id, "completed", now_s(), expires_at, self.worker_id, *fields])
 
     def fail(self, job_id: str, code: str, message: str) -> str:
-        return self._finish(args=[job_id, "failed", now_s(), "", "error_code", code, "error_message", message[:500]])
+        return self._finish(args=[job_id, "failed", now_s(), "", self.worker_id,
+                                  "error_code", code, "error_message", message[:500]])
 
     def heartbeat(self, models: list[str], ttl_s: float) -> None:
         info = json.dumps({"models": models, "at": time.time()})

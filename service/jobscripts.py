@@ -124,25 +124,29 @@ else redis.call('PUBLISH', 'st:events:' .. id, 'in_progress') end
 return {'claimed', tostring(attempts)}
 """
 
-# ARGV: id, progress. Returns 1 to go on, 0 when the job was cancelled or deleted.
+# ARGV: id, progress, worker. Returns 1 to go on; 0 to stop (cancelled or deleted); 2 when this
+# worker no longer holds the job (its heartbeat lapsed and the job went to another worker).
 PROGRESS = """
 local k = 'st:job:' .. ARGV[1]
 if redis.call('EXISTS', k) == 0 then return 0 end
 if redis.call('HGET', k, 'cancel_requested') == '1' then return 0 end
+if redis.call('HGET', k, 'status') ~= 'in_progress' or redis.call('HGET', k, 'worker') ~= ARGV[3] then return 2 end
 redis.call('HSET', k, 'progress', ARGV[2])
 redis.call('PUBLISH', 'st:events:' .. ARGV[1], 'progress')
 return 1
 """
 
-# ARGV: id, to ('completed' | 'failed'), now, expires_at ('' = none), field1, value1, ...
-# Only an in_progress job finishes. Returns 'ok' | 'missing' | <current status>
+# ARGV: id, to ('completed' | 'failed'), now, expires_at ('' = none), worker, field1, value1, ...
+# Only the worker holding an in_progress job finishes it.
+# Returns 'ok' | 'missing' | 'superseded' | <current status>
 FINISH = _SET_STATUS + """
 local id, to, now, expires_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = 'st:job:' .. id
 local st = redis.call('HGET', k, 'status')
 if not st then return 'missing' end
 if st ~= 'in_progress' then return st end
-for i = 5, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
+if redis.call('HGET', k, 'worker') ~= ARGV[5] then return 'superseded' end
+for i = 6, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', k, 'completed_at', now)
 if expires_at ~= '' then
   redis.call('HSET', k, 'expires_at', expires_at)

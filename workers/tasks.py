@@ -195,9 +195,10 @@ def generate_video(job_id: str) -> str:
         return "failed"
     log.info("generation started", extra={**extra, "attempt": info, "model": model.name})
     started = time.perf_counter()
+    superseded = threading.Event()  # set by the step callback when another worker took the job over
     try:
         pipe = ctx.pipeline(model)
-        frames = sample_frames(pipe, job, model, progress_callback(ctx, job_id, model.name))
+        frames = sample_frames(pipe, job, model, progress_callback(ctx, job_id, model.name, superseded))
         blocked = check_output(frames, ctx.settings.device)
         if blocked is not None:
             ctx.jobs.fail(job_id, *blocked)
@@ -214,6 +215,9 @@ def generate_video(job_id: str) -> str:
         notify(ctx, job_id)
         return "failed"
     except Exception as exc:
+        if is_cancellation(exc) and superseded.is_set():
+            log.warning("job taken over by another worker; stopping this run", extra=extra)
+            return "superseded"
         if is_cancellation(exc):
             ctx.jobs.fail(job_id, "cancelled", "The video was cancelled.")
             log.info("generation cancelled", extra=extra)
@@ -223,7 +227,12 @@ def generate_video(job_id: str) -> str:
         notify(ctx, job_id)
         return "failed"
     expires_at = int(time.time()) + ctx.settings.output_ttl_s
-    if through_redis_outage(lambda: ctx.jobs.complete(job_id, expires_at, assets), job_id) != "ok":
+    finished = through_redis_outage(lambda: ctx.jobs.complete(job_id, expires_at, assets), job_id)
+    if finished in ("superseded", "completed"):
+        # Another worker holds (or finished) this job; it writes the same keys, so the files stay.
+        log.warning("job finished elsewhere; this run's record update skipped", extra=extra)
+        return "superseded"
+    if finished != "ok":
         # Deleted or cancelled while the files were being written: nothing may point at them.
         ctx.storage.delete_job(job_id)
         log.info("job gone before completion; outputs removed", extra=extra)
@@ -253,7 +262,8 @@ def through_redis_outage(call: Callable[[], str], job_id: str, patience_s: float
             delay_s = min(2 * delay_s, 5.0)
 
 
-def progress_callback(ctx: WorkerContext, job_id: str, model_name: str) -> Callable[[int, int], bool]:
+def progress_callback(ctx: WorkerContext, job_id: str, model_name: str,
+                      superseded: threading.Event) -> Callable[[int, int], bool]:
     """Per denoising step: record progress (0-95, the rest is encoding) and step latency;
     returning False makes the pipeline raise GenerationCancelled within this step."""
     last = [time.perf_counter()]
@@ -263,10 +273,13 @@ def progress_callback(ctx: WorkerContext, job_id: str, model_name: str) -> Calla
         try:
             metrics.observe(ctx.redis, "spacetime_denoise_step_seconds", model_name, now - last[0])
             last[0] = now
-            return ctx.jobs.report_progress(job_id, int(95 * step / max(total, 1)))
+            state = ctx.jobs.report_progress(job_id, int(95 * step / max(total, 1)))
         except REDIS_DOWN as exc:  # Redis restarting: keep denoising, report at the next step
             log.warning("progress not recorded: %s", exc, extra={"job_id": job_id})
             return True
+        if state == 2:  # 0: cancelled or deleted; 2: another worker holds the job now
+            superseded.set()
+        return state == 1
 
     return callback
 

@@ -55,7 +55,7 @@ def test_claim_progress_complete(redis_url: str, r: redis.Redis) -> None:
     a = worker(r, "lc-a")
     assert a.claim(job, max_attempts=3) == ("claimed", "1")
     assert r.hget(f"st:job:{job}", "status") == "in_progress" and r.hget("st:running", job) == "lc-a"
-    assert a.report_progress(job, 50) is True
+    assert a.report_progress(job, 50) == 1
     assert a.complete(job, expires_at=2**31, assets={}) == "ok"
     record = r.hgetall(f"st:job:{job}")
     assert (record["status"], record["progress"]) == ("completed", "100")
@@ -75,6 +75,12 @@ def test_a_live_holder_keeps_its_job_and_a_dead_ones_job_is_requeued(redis_url: 
     assert b.requeue(job, "lc-live-a") is True
     assert r.hget(f"st:job:{job}", "status") == "queued" and r.zrank("st:queue:spacetime-parked", job) is not None
     assert b.claim(job, max_attempts=3) == ("claimed", "2")
+    # a was only slow, not dead: it learns at its next step that b holds the job now, and it
+    # can neither finish nor fail b's run.
+    assert a.report_progress(job, 60) == 2
+    assert a.complete(job, expires_at=2**31, assets={}) == "superseded"
+    assert a.fail(job, "cancelled", "x") == "superseded"
+    assert b.report_progress(job, 60) == 1 and b.complete(job, expires_at=2**31, assets={}) == "ok"
 
 
 def test_attempt_cap_fails_the_job_as_worker_lost(redis_url: str, r: redis.Redis) -> None:
@@ -93,7 +99,7 @@ def test_cancel_of_a_running_job_stops_it_at_the_next_progress_report(redis_url:
     a = worker(r, "lc-cancel")
     a.claim(job, max_attempts=3)
     assert cancel(redis_url, job) == "requested"
-    assert a.report_progress(job, 10) is False
+    assert a.report_progress(job, 10) == 0
     assert a.fail(job, "cancelled", "The video was cancelled.") == "ok"
     assert cancel(redis_url, job) == "failed"
     queued = create(redis_url)
