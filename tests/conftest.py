@@ -69,7 +69,7 @@ def stack_env(tmp_root: Path, redis_url: str) -> dict[str, str]:
         "SPACETIME_DATA_DIR": str(tmp_root / "videos"),
         "SPACETIME_SIGNING_DIR": str(tmp_root / "signing"),
         "SPACETIME_MODELS_FILE": str(models_file),
-        "SPACETIME_HEARTBEAT_S": "0.5",
+        "SPACETIME_HEARTBEAT_S": "1.0",  # dead after 3 s without one
         "SPACETIME_WEBHOOK_BACKOFF_S": "0.3",
         "SPACETIME_WEBHOOK_TIMEOUT_S": "2",
         "SPACETIME_POLL_AFTER_MS": "200",
