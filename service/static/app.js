@@ -46,6 +46,7 @@ function normaliseModel(m) {
     steps: m.default_steps,
     guidance: m.default_guidance,
     maxSteps: m.max_steps,
+    description: m.description || "",
   };
 }
 
@@ -67,6 +68,7 @@ function applyModel(id) {
   $("steps").placeholder = m.steps != null ? `default ${m.steps}` : "model default";
   $("guidance").placeholder = m.guidance != null ? `default ${m.guidance}` : "model default";
   if (m.maxSteps) $("steps").max = m.maxSteps;
+  $("model-help").textContent = m.description;
 }
 
 async function loadModels() {
