@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from service.catalog import ServedModel
@@ -107,7 +107,7 @@ def _with_poll_hint(response: Response, video: VideoPublic, poll_after_ms: int) 
 @router.post("", response_model=VideoPublic, response_model_exclude_none=False)
 async def create_video(
     request: Request, response: Response, principal: PrincipalDep, settings: SettingsDep, jobs: JobsDep,
-    catalog: CatalogDep, redis: RedisDep,
+    catalog: CatalogDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> VideoPublic:
     body = await read_create_body(request)
@@ -151,7 +151,8 @@ async def create_video(
         raise ApiError(503, "The job queue is unavailable; try again shortly.", code="queue_unavailable")
     log.info("video queued", extra={"job_id": result.job_id, "owner": principal.owner, "model": model.name})
     record = await jobs.get(result.job_id)
-    assert record is not None
+    if record is None:  # deleted between create and now
+        raise not_found(result.job_id)
     return _with_poll_hint(response, await jobs.public(record), settings.poll_after_ms)
 
 
