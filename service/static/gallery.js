@@ -15,6 +15,12 @@ export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
     status.textContent = text;
   }
 
+  // what a tile says about its job: a cancelled job is `failed` with error code "cancelled"
+  function statusOf(video) {
+    if (video.status === "failed" && video.error && video.error.code === "cancelled") return "cancelled";
+    return video.status.replace("_", " ");
+  }
+
   function card(video) {
     const li = document.createElement("li");
     li.className = "tile";
@@ -40,7 +46,7 @@ export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
     } else {
       const badge = document.createElement("span");
       badge.className = `pill ${video.status}`;
-      badge.textContent = video.status.replace("_", " ");
+      badge.textContent = statusOf(video);
       open.append(badge);
     }
     open.addEventListener("click", () => onOpen(video));
@@ -51,7 +57,7 @@ export function createGallery({ list, moreButton, status, onOpen, onDeleted }) {
 
     const meta = document.createElement("p");
     meta.className = "meta";
-    meta.textContent = [video.status.replace("_", " "), video.size, video.seconds && `${video.seconds} s`]
+    meta.textContent = [statusOf(video), video.size, video.seconds && `${video.seconds} s`]
       .filter(Boolean).join(" · ");
 
     const del = document.createElement("button");

@@ -191,6 +191,8 @@ def test_cancel_stops_the_job_and_says_so(page: Page, embedded: str) -> None:
     expect(page.locator("#job-error strong")).to_have_text("Cancelled")
     expect(page.locator("#result")).to_be_hidden()
     expect(page.locator("#job-progress-row")).to_be_hidden()
+    tile = page.locator(f'#gallery li[data-id="{page.get_attribute("#job", "data-job-id")}"]')
+    expect(tile.locator(".meta")).to_contain_text("cancelled")
 
 
 def test_phone_width_labels_and_live_regions(page: Page, embedded: str, artifacts: Path) -> None:
