@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance, >= 1 (default: the model's)")
     parser.add_argument("--negative-prompt", default="", help="what the video should avoid")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is safest on a busy machine)")
 
 
 def _defaults(pipe: object) -> tuple[int, int, int, int]:
@@ -62,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from workers.media import encode_mp4
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
         with warnings.catch_warnings():

@@ -43,6 +43,8 @@ def test_generate_refuses_bad_arguments_plainly(pipeline_folder, tmp_path, capsy
     assert "height must be a positive multiple of 16" in capsys.readouterr().err
     assert main(["generate", "a ball", "--seconds", "0.3", *common]) == 2  # 3.4 frames -> 3 frames: not 4k+1
     assert "num_frames must be 4k+1" in capsys.readouterr().err
+    assert main(["generate", "a ball", "--threads", "0", *common]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
     assert main(["generate", "a ball", "--model", "no-such-model", "-o", str(tmp_path / "y.mp4")]) == 2
     assert "unknown preset 'no-such-model'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -58,7 +60,7 @@ def test_generate_as_a_real_process_says_when_weights_are_random(tmp_path):
     weights = Path(__file__).resolve().parents[2] / "model" / "weights" / "spacetime-tiny" / "model_index.json"
     proc = subprocess.run(
         [str(exe), "generate", "a red ball moving left", "-o", str(out), "--seconds", "1", "--size", "32x32",
-         "--steps", "2", "--seed", "1"],
+         "--steps", "2", "--seed", "1", "--threads", "1"],
         capture_output=True, text=True, timeout=120, env=env,
     )
     assert proc.returncode == 0, proc.stderr
