@@ -136,3 +136,16 @@ def test_random_build_is_reproducible_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
     b = TextToVideoPipeline.from_preset(TINY_PRESET)
     assert a.weights_hash == b.weights_hash
+
+
+def test_preset_loads_its_shipped_weights_when_present(monkeypatch, tmp_path, tiny_pipeline):
+    tiny_pipeline.save_pretrained(tmp_path / "weights", dtype=torch.float16)
+    monkeypatch.setattr(PRESETS["spacetime-tiny"], "weights_dir", tmp_path / "weights")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no random-weights warning
+        pipe = load_pipeline("spacetime-tiny")
+    assert not pipe.is_random_weights and pipe.folder == tmp_path / "weights"
+    assert pipe.transformer.config == tiny_pipeline.transformer.config
+    assert pipe.transformer.x_embedder.weight.dtype == torch.float32  # fp16 on disk, fp32 on the CPU
