@@ -18,7 +18,7 @@ from diffusers import DiffusionPipeline
 from model.pipeline import MAX_SEED, GenerationCancelled, hash_folder, validate_request
 
 # Frame rates the published models were trained at (the model does not condition on fps).
-_NATIVE_FPS = {"WanPipeline": 16, "CogVideoXPipeline": 8, "LTXPipeline": 24, "HunyuanVideoPipeline": 24}
+_NATIVE_FPS = {"WanPipeline": 16, "CogVideoXPipeline": 8, "LTXPipeline": 25, "HunyuanVideoPipeline": 24}
 _REQUIRED_ARGS = ("prompt", "negative_prompt", "num_frames", "height", "width", "num_inference_steps",
                   "guidance_scale", "generator", "output_type", "callback_on_step_end")
 
@@ -100,11 +100,12 @@ class DiffusersVideoPipeline:
                 raise GenerationCancelled(f"cancelled after step {step + 1} of {steps}")
             return {}
 
+        extra = {"frame_rate": fps} if "frame_rate" in self._params else {}  # LTX-Video conditions on it
         with torch.inference_mode():
             out = self.pipe(
                 prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
                 num_inference_steps=steps, guidance_scale=float(guidance), generator=generator,
-                output_type="np", callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=[],
+                output_type="np", callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=[], **extra,
             )
         frames = np.asarray(out.frames[0], dtype=np.float32)  # (T, H, W, 3) in [0, 1]
         return (frames.clip(0, 1) * 255).round().astype(np.uint8)
