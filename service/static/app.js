@@ -255,6 +255,9 @@ function showProvenance(badge, p) {
 // Merges one event's payload into the job record; the gateway's events carry the job's fields.
 function onEvent(name, payload) {
   if (!current || typeof payload !== "object" || payload === null) return;
+  // which feed is driving the panel (the browser tests check the stream, not just the fallback)
+  if (name === "poll") $("job").dataset.feed = "poll";
+  else if (name !== "cancel" && $("job").dataset.feed !== "poll") $("job").dataset.feed = "events";
   const v = { ...current.video, ...payload };
   if (!payload.status && TERMINAL.has(name)) v.status = name;
   if (payload.id && payload.id !== current.video.id) return;
@@ -313,6 +316,7 @@ function openJob(video) {
   showInAddress(video.id);
   $("share-status").textContent = "";
   $("job").dataset.jobId = video.id;
+  delete $("job").dataset.feed;
   $("job").hidden = false;
   $("result").hidden = true;
   releasePlayer();

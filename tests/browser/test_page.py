@@ -38,6 +38,7 @@ def test_submit_watch_play_regenerate_list_delete(
     expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
     expect(page.locator("#result")).to_be_visible()
     job_id = job_id_of(page)
+    expect(page.locator("#job")).to_have_attribute("data-feed", "events")  # EventSource, not the polling fallback
     progress, statuses = page.evaluate("[window.__progress, window.__status]")
     assert progress == sorted(progress), f"progress went backwards: {progress}"
     assert any(0 < p < 100 for p in progress), f"no intermediate progress was shown: {progress}"
@@ -265,3 +266,14 @@ def test_an_unreachable_server_is_said_plainly(page: Page, embedded: str) -> Non
     submit(page)
     expect(page.locator("#error strong")).to_have_text("Server unreachable")
     expect(page.get_by_role("button", name="Generate", exact=True)).to_be_enabled()
+
+
+def test_without_the_event_stream_the_page_polls(page: Page, embedded: str) -> None:
+    # a proxy that refuses server-sent events: the page falls back to polling the job
+    page.route("**/events", lambda route: route.fulfill(status=502, body="Bad Gateway"))
+    open_page(page, embedded)
+    fill_tiny(page, "an orange ring", steps=1)
+    submit(page)
+    expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+    expect(page.locator("#job")).to_have_attribute("data-feed", "poll")
+    wait_js(page, "() => document.getElementById('player').readyState >= 2", timeout_s=20)

@@ -43,6 +43,7 @@ def test_key_box_and_media_with_a_key(page: Page, stack: Stack, artifacts: Path)
     fill_tiny(page, "a white dot bouncing", steps=2)
     submit(page)
     expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+    expect(page.locator("#job")).to_have_attribute("data-feed", "events")  # the fetch-read stream, not polling
     wait_js(page, "() => document.getElementById('player').readyState >= 2", timeout_s=20)
     assert page.evaluate("() => document.getElementById('player').src").startswith("blob:")
     assert 0.9 <= page.evaluate("() => document.getElementById('player').duration") <= 1.3
