@@ -40,7 +40,7 @@ SECURITY_HEADERS: dict[str, str] = {
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])  # HEAD: uptime checkers probe the page that way
 def index() -> FileResponse:
     """The page itself."""
     headers = {**SECURITY_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}

@@ -72,7 +72,7 @@ export const api = {
   models: () => request("GET", "/v1/models"),
   create: (body) => request("POST", "/v1/videos", { json: body }),
   get: (id) => request("GET", videoPath(id)),
-  list: ({ limit = 12, after, order = "desc" } = {}) => request("GET", "/v1/videos", { query: { limit, after, order } }),
+  list: ({ limit = 20, after, order = "desc" } = {}) => request("GET", "/v1/videos", { query: { limit, after, order } }),
   remove: (id) => request("DELETE", videoPath(id)),
   cancel: (id) => request("POST", `${videoPath(id)}/cancel`),
   provenance: (id) => request("GET", `${videoPath(id)}/provenance`),

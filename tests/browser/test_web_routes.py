@@ -25,6 +25,8 @@ def test_index_is_the_page_with_a_strict_csp() -> None:
     csp = resp.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert resp.headers["x-content-type-options"] == "nosniff"
+    head = client().head("/")
+    assert head.status_code == 200 and head.content == b""
 
 
 def test_every_asset_the_page_references_is_served_with_its_type() -> None:
