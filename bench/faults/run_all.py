@@ -12,17 +12,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FAULTS = ["worker_kill", "redis_restart", "disk_full", "gateway_restart"]
+# name -> (module, extra arguments)
+FAULTS = {"worker_kill": ("worker_kill", []), "worker_term": ("worker_kill", ["--signal", "term"]),
+          "redis_restart": ("redis_restart", []), "disk_full": ("disk_full", []),
+          "gateway_restart": ("gateway_restart", [])}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--only", nargs="*", choices=FAULTS, default=FAULTS)
+    parser.add_argument("--only", nargs="*", choices=list(FAULTS), default=list(FAULTS))
     args = parser.parse_args()
     rows, notes, failed = [], [], []
     for name in args.only:
-        done = subprocess.run([sys.executable, "-m", f"bench.faults.{name}", "--trials", str(args.trials)],
+        module, extra = FAULTS[name]
+        done = subprocess.run([sys.executable, "-m", f"bench.faults.{module}", "--trials", str(args.trials), *extra],
                               cwd=ROOT, capture_output=True, text=True)
         lines = done.stdout.splitlines()
         rows += [line for line in lines if line.startswith("| ") and not line.startswith("| fault")]

@@ -1,15 +1,20 @@
 """Fault: SIGKILL a worker (its whole process group, as when a machine dies) in the middle of a job.
 
 Expected: the job completes on another worker, exactly one MP4 exists for it, and its record
-shows a second attempt. Run it:
+shows a second attempt. With `--signal term` it is an upgrade instead (`docker compose up` sends
+SIGTERM to the container's main process): the worker finishes the running job itself (Celery warm
+shutdown, one attempt), then exits. Run it:
 
     .venv/bin/python -m bench.faults.worker_kill --trials 3
+    .venv/bin/python -m bench.faults.worker_kill --trials 3 --signal term
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,23 +47,32 @@ def worker_running(stack: ComposeStack, video_id: str, timeout_s: float = 60) ->
     raise TimeoutError(f"no live worker holds {video_id}")
 
 
-def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool = True) -> Audit:
+def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool = True, term: bool = False) -> Audit:
     """Needs at least two live workers; with `replace`, starts a new worker after each kill."""
-    audit = Audit("worker SIGKILL mid-job")
+    audit = Audit("worker SIGTERM mid-job (upgrade)" if term else "worker SIGKILL mid-job")
     jobs = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     for _ in range(trials):
         video = ledger.submit(allowed={"completed"})
         wait_for(ledger.client, video["id"], ("in_progress",), timeout_s=120)
         victim = worker_running(stack, video["id"])
-        stack.kill_worker(victim)
+        if term:
+            victim.killed = True
+            os.kill(victim.proc.pid, signal.SIGTERM)  # the main process only, as Docker does
+        else:
+            stack.kill_worker(victim)
         killed_at = time.monotonic()
         before = len(ledger.jobs)
         ledger.audit(audit, ids=[video["id"]])
         audit.measures["max recovery s"] = max(audit.measures.get("max recovery s", 0),
                                                round(time.monotonic() - killed_at, 1))
         attempts = int(jobs.hget(f"st:job:{video['id']}", "attempts") or 0)
-        if attempts != 2:
-            audit.notes.append(f"{video['id']}: {attempts} attempts recorded, expected 2")
+        if attempts != (1 if term else 2):
+            audit.notes.append(f"{video['id']}: {attempts} attempts recorded, expected {1 if term else 2}")
+        if term:
+            try:
+                victim.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                audit.notes.append("FAIL: the worker did not exit within 60 s of SIGTERM")
         assert len(ledger.jobs) == before
         audit.trials += 1
         if replace:
@@ -70,17 +84,18 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool =
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--signal", choices=["kill", "term"], default="kill")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs)")
     args = parser.parse_args()
     with scratch_dir(args.keep) as tmp, ComposeStack(tmp) as stack:
         stack.start(workers=2)
         ledger = Ledger(stack, api(stack))
-        audit = run_trials(stack, ledger, args.trials)
+        audit = run_trials(stack, ledger, args.trials, term=args.signal == "term")
     print(Audit.header())
     print(audit.row())
     for note in audit.notes:
         print("  -", note)
-    return 0 if audit.lost == 0 and audit.duplicates == 0 else 1
+    return 0 if audit.lost == 0 and audit.duplicates == 0 and "FAIL" not in " ".join(audit.notes) else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ host names, ports and mount points), then a job pushed through them to a decoded
 file's healthchecks, and each fault script of bench/faults/ at one trial.
 
 One stack for the module (starting workers costs most of the time). The order matters and is
-the file order: the worker-kill test runs last because it leaves one worker.
+the file order: the worker-SIGTERM test replaces the worker it stops; the worker-SIGKILL test
+runs last because it leaves one worker.
 """
 
 from __future__ import annotations
@@ -97,6 +98,14 @@ def test_redis_restart_keeps_jobs_and_gateway_answers_503(run: Run) -> None:
     assert audit.measures["queued survived"] == 1
     down = next(n for n in audit.notes if n.startswith("answers while Redis was down"))
     assert "503x" in down
+
+
+def test_worker_sigterm_finishes_its_job_then_exits(run: Run) -> None:
+    """An upgrade: SIGTERM to the worker's main process (what `docker compose up` sends)."""
+    audit = worker_kill.run_trials(run.stack, run.ledger, trials=1, replace=True, term=True)
+    check(audit)
+    assert audit.completed == 1
+    assert not [n for n in audit.notes if "attempts recorded" in n], audit.notes
 
 
 def test_worker_sigkill_mid_job_completes_on_the_other_worker(run: Run) -> None:
