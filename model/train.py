@@ -450,7 +450,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None, preset=Non
 
     if cfg.stage not in ("vae", "dit", "all"):
         raise ValueError(f"--stage must be 'vae', 'dit' or 'all', got {cfg.stage!r}")
+    for stage in ("vae", "dit"):
+        if cfg.stage in (stage, "all"):
+            cfg.budget(stage)  # fail before any work when a stage has no budget
     out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
     log = log or Logger(out)
     device = torch.device(cfg.device)
     if device.type == "cuda":

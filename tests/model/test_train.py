@@ -1,0 +1,142 @@
+"""`spacetime train` on the CPU with tiny shapes: both stages, export, resume, errors."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.data.buckets import Bucket
+from model.data.latent_cache import LatentCache
+from model.dit import DiTConfig
+from model.pipeline import load_pipeline
+from model.presets import get_preset
+from model.train import (
+    EMA, TrainConfig, add_arguments, config_from_args, learning_rate, progress, train,
+)
+
+
+def tiny_preset():
+    p = get_preset("spacetime-tiny")
+    return dataclasses.replace(
+        p, dit=DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=32),
+        text=dataclasses.replace(p.text, d_model=32, d_ff=48, num_layers=1, num_heads=2, d_kv=16),
+        vae=dataclasses.replace(p.vae, base_dim=4), weights_dir=None)
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    base = dict(out=str(tmp_path / "run"), device="cpu", vae_steps=2, dit_steps=3, log_every=1,
+                vae_voxels=2 * 5 * 32 * 32, dit_voxels=2 * 5 * 32 * 32, sizes=((32, 32), (32, 48)),
+                vae_frames=5, dit_frames=(5,), cache_clips_per_bucket=3, cache_voxels=3 * 5 * 32 * 32,
+                warmup_steps=1)
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_both_stages_export_a_loadable_pipeline(tmp_path):
+    lines: list[str] = []
+    folder = train(tiny_config(tmp_path), log=lines.append, preset=tiny_preset())
+    assert (folder / "model_index.json").exists()
+    assert any(l.startswith("[vae] step 2 ") for l in lines) and any(l.startswith("[dit] step 3 loss") for l in lines)
+    losses = [float(l.split(" loss ")[1].split()[0]) for l in lines if l.startswith("[dit] step")]
+    assert all(math.isfinite(x) and x > 0 for x in losses)
+    assert len(list(folder.rglob("*.safetensors"))) == 3
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(folder / "transformer" / "model.safetensors")).values()} == {torch.float16}
+    vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
+    assert vae_cfg["latents_std"] != [1.0] * 16 and min(vae_cfg["latents_std"]) > 0  # measured, not the preset's
+    pipe = load_pipeline(folder, device="cpu")
+    assert not pipe.is_random_weights
+    frames = pipe(prompt="a red circle moving left", num_frames=5, height=32, width=48,
+                  num_inference_steps=2, seed=0)
+    assert frames.shape == (5, 32, 48, 3) and frames.dtype == np.uint8
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    preset = tiny_preset()
+    train(tiny_config(tmp_path, stage="vae", vae_steps=2), log=lambda _: None, preset=preset)
+    lines: list[str] = []
+    train(tiny_config(tmp_path, stage="vae", vae_steps=4, resume=True), log=lines.append, preset=preset)
+    assert any("resumed at step 2" in l for l in lines)
+    assert any(l.startswith("[vae] done: 4 steps") for l in lines)
+    assert not any(l.startswith("[vae] step 1 ") for l in lines)
+    # The DiT stage alone picks up the trained VAE from the same output folder.
+    lines = []
+    train(tiny_config(tmp_path, stage="dit", dit_steps=1), log=lines.append, preset=preset)
+    assert any(l.startswith("[dit] done: 1 steps") for l in lines)
+
+
+def test_dit_stage_needs_a_vae(tmp_path):
+    with pytest.raises(FileNotFoundError, match="needs a trained VAE"):
+        train(tiny_config(tmp_path, stage="dit"), log=lambda _: None, preset=tiny_preset())
+    with pytest.raises(ValueError, match="--stage"):
+        train(tiny_config(tmp_path, stage="both"), log=lambda _: None, preset=tiny_preset())
+    with pytest.raises(ValueError, match="--vae-steps or --vae-time-s"):
+        train(tiny_config(tmp_path, vae_steps=0), log=lambda _: None, preset=tiny_preset())
+
+
+def test_schedule_and_ema():
+    assert learning_rate(1.0, 0, 0.0, warmup=10) == pytest.approx(0.1)
+    assert learning_rate(1.0, 100, 0.0, warmup=10) == pytest.approx(1.0)
+    assert learning_rate(1.0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert progress(5, 0.0, 10, 0.0) == 0.5 and progress(1, 30.0, 10, 60.0) == 0.5
+    layer = torch.nn.Linear(2, 2)
+    ema = EMA(layer, decay=0.5)
+    before = ema.shadow[0].clone()
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    ema.update(layer, step=1000)
+    assert torch.allclose(ema.shadow[0], before + 0.5)
+
+
+def test_cli_arguments_and_errors():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--vae-steps", "5", "--sizes", "160x96", "--dit-frames", "9", "17"]))
+    assert cfg.vae_steps == 5 and cfg.sizes == ((96, 160),) and cfg.dit_frames == (9, 17)
+    with pytest.raises(ValueError, match="4k\\+1"):
+        config_from_args(parser.parse_args(["--dit-frames", "10"]))
+    with pytest.raises(ValueError, match="multiples of 16"):
+        config_from_args(parser.parse_args(["--sizes", "100x64"]))
+
+
+def test_latent_cache_redraws_captions_per_use():
+    cache = LatentCache()
+    buckets = [Bucket(5, 32, 32), Bucket(5, 32, 48)]
+    encode = lambda v: torch.nn.functional.avg_pool3d(v, (1, 8, 8))  # noqa: E731 (B, 3, T, H/8, W/8)
+    cache.fill(encode, buckets, clips_per_bucket=4, time_s=60, voxels_per_call=2 * 5 * 32 * 32, seed=0, device="cpu")
+    assert len(cache) >= 8 and all(len(cache.scenes[b]) >= 4 for b in buckets)
+    rng = np.random.default_rng(0)
+    batch = cache.sample(2 * 5 * 32 * 32, rng)
+    assert batch.video.dtype == torch.float32 and batch.video.shape[1:3] == (3, 5)
+    captions = {c for _ in range(30) for c in cache.sample(2 * 5 * 32 * 32, rng).captions}
+    assert len(captions) > len(cache)  # the same clips come back with different words
+
+
+def test_trains_on_a_video_folder(tmp_path):
+    import av
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+        with av.open(str(clips / f"{name}.mp4"), "w") as out:
+            stream = out.add_stream("libx264", rate=8)
+            stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+            for t in range(8):
+                img = np.zeros((32, 48, 3), np.uint8)
+                img[:, t * 4: t * 4 + 8] = colour
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        (clips / f"{name}.txt").write_text(f"a {name} bar moving right")
+    lines: list[str] = []
+    folder = train(tiny_config(tmp_path, data=str(clips), vae_steps=1, dit_steps=2), log=lines.append,
+                   preset=tiny_preset())
+    assert any(l.startswith("[dit] done: 2 steps") for l in lines)
+    assert (folder / "transformer" / "model.safetensors").exists()
