@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(default=5, ge=1)
     webhook_backoff_s: float = Field(default=2.0, gt=0)  # first retry delay, doubles each time
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Hosts / addresses / CIDRs webhooks may reach although not public (SSRF guard, see webhooks.py)
+    webhook_allow_hosts: str = ""
     idempotency_ttl_s: int = 24 * 3600
 
     log_level: str = "INFO"

@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 TOLERANCE_S = 300  # receivers reject timestamps further than this from their clock
 
@@ -58,3 +61,40 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None 
     if not any(hmac.compare_digest(expected, s) for s in signatures):
         raise ValueError("webhook signature does not match")
     return json.loads(body)
+
+
+def refusal(url: str, allow_hosts: str = "") -> str | None:
+    """Why a webhook URL must not be called, or None when it may.
+
+    Server-side request forgery guard: the host (every address it resolves to) must be a public
+    address; loopback, private, link-local (cloud metadata at 169.254.169.254), multicast and
+    reserved ranges are refused unless the host or address is listed in `allow_hosts`
+    (comma-separated host names, addresses or CIDRs, e.g. "127.0.0.1,hooks.internal"). Checked
+    when the job is created and again by the worker just before each delivery.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "webhook_url must be an http:// or https:// URL with a host"
+    host = parts.hostname.lower()
+    allowed = [a.strip().lower() for a in allow_hosts.split(",") if a.strip()]
+    if host in allowed:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        return f"webhook_url host {host!r} does not resolve ({exc})"
+    networks = []
+    for entry in allowed:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            pass  # a host name, handled above
+    for raw in addresses:
+        address = ipaddress.ip_address(raw.split("%")[0])
+        if any(address in net for net in networks):
+            continue
+        if not address.is_global or address.is_multicast:
+            return (f"webhook_url host {host!r} resolves to {address}, a non-public address; "
+                    "add it to SPACETIME_WEBHOOK_ALLOW_HOSTS to allow it")
+    return None

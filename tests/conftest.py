@@ -72,6 +72,7 @@ def stack_env(tmp_root: Path, redis_url: str) -> dict[str, str]:
         "SPACETIME_HEARTBEAT_S": "1.0",  # dead after 3 s without one
         "SPACETIME_WEBHOOK_BACKOFF_S": "0.3",
         "SPACETIME_WEBHOOK_TIMEOUT_S": "2",
+        "SPACETIME_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the tests' local receivers
         "SPACETIME_POLL_AFTER_MS": "200",
         "SPACETIME_CLEANUP_INTERVAL_S": "0.5",
         "SPACETIME_MAX_ACTIVE_JOBS": "8",

@@ -123,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "SPACETIME_EMBEDDED": "1", "SPACETIME_AUTH": "open",
            "SPACETIME_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "SPACETIME_DATA_DIR": str(var / "videos"),
            "SPACETIME_KEY_PEPPER": keys["key_pepper"], "SPACETIME_WEBHOOK_SECRET": keys["webhook_secret"],
-           "SPACETIME_SIGNING_DIR": str(var / "signing"), "SPACETIME_DEVICE": "cpu"}
+           "SPACETIME_SIGNING_DIR": str(var / "signing"), "SPACETIME_DEVICE": "cpu",
+           # one machine, one user: webhooks to local receivers are the point (SSRF guard, webhooks.py)
+           "SPACETIME_WEBHOOK_ALLOW_HOSTS": os.environ.get("SPACETIME_WEBHOOK_ALLOW_HOSTS",
+                                                           "127.0.0.1,::1,localhost")}
     cli = [sys.executable, "-m", "workers.cli"]
     stopping = False
 

@@ -331,6 +331,10 @@ def deliver_webhook(self: Any, job_id: str, event_type: str) -> str:
     headers, body = webhooks.build(ctx.settings.webhook_secret, f"msg_{job_id}_{event_type}", event_type, data)
     attempt = self.request.retries + 1
     extra = {"job_id": job_id, "event": event_type, "attempt": attempt}
+    refused = webhooks.refusal(job["webhook_url"], ctx.settings.webhook_allow_hosts)  # DNS may have changed
+    if refused:
+        log.error(f"webhook refused: {refused}", extra=extra)
+        return "refused"
     try:
         response = httpx.post(job["webhook_url"], content=body, headers=headers, timeout=ctx.settings.webhook_timeout_s)
         if response.status_code < 300:

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from service import webhooks
 from service.catalog import ServedModel
 from service.config import Settings
 from service.deps import (CatalogDep, JobsDep, PrincipalDep, RedisDep, SettingsDep, StorageDep, auth_args,
@@ -117,6 +118,10 @@ async def create_video(
                        code="model_not_found", param="model")
     spec = resolve_spec(body, model, settings.max_prompt_chars)
     request.app.state.check_prompt(spec)  # prompt policy: before anything is queued
+    if body.webhook_url:
+        reason = await run_in_threadpool(webhooks.refusal, body.webhook_url, settings.webhook_allow_hosts)
+        if reason:
+            raise ApiError(400, reason, code="invalid_webhook_url", param="webhook_url")
     wait_s = await request.app.state.count_create(
         args=[principal.owner, settings.create_limit_per_minute, 60, int(time.time())])
     if int(wait_s) > 0:
