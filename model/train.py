@@ -493,6 +493,19 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None, preset=Non
     return export
 
 
+HELP = {
+    "stage": "vae, dit or all", "data": "'shapes' or a folder of .mp4 + captions",
+    "init": "start from this pipeline folder (fine-tuning) instead of random weights",
+    "out": "checkpoints, train.log and the exported pipeline/ go here",
+    "workers": "processes drawing shapes-world scenes", "resume": "continue from <out>/ckpt-*.pt",
+    "vae_time_s": "VAE stage budget in seconds (0: steps only)", "dit_time_s": "DiT stage budget in seconds",
+    "vae_voxels": "pixels x frames per VAE batch", "dit_voxels": "pixels x frames per DiT batch",
+    "vae_frames": "frames of the VAE's training clips (4k+1)", "vae_eager": "no CUDA-graph capture",
+    "cache_clips_per_bucket": "shapes world: clips encoded once per bucket for the DiT stage",
+    "caption_dropout": "share of empty captions (unconditional model for guidance)",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -501,12 +514,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name == "sizes":
             parser.add_argument(flag, nargs="+", default=None, help="WxH buckets (default: 128x128 160x96 96x160)")
         elif isinstance(value, bool):
-            parser.add_argument(flag, action="store_true")
+            parser.add_argument(flag, action="store_true", help=HELP.get(f.name))
         elif isinstance(value, tuple):
-            parser.add_argument(flag, type=int, nargs="+", default=list(value))
+            parser.add_argument(flag, type=int, nargs="+", default=list(value), help=HELP.get(f.name))
         else:
             kind = type(value) if value is not None else str
-            parser.add_argument(flag, type=kind, default=value)
+            parser.add_argument(flag, type=kind, default=value, help=HELP.get(f.name))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -78,3 +78,14 @@ def test_measurer_tolerates_blur_like_a_generated_video():
 def test_detector_rejects_wrong_input():
     with pytest.raises(ValueError, match="uint8"):
         detect_objects(np.zeros((4, 8, 8, 3), np.float32))
+
+
+def test_reconstruct_round_trips_through_a_vae():
+    from model.eval import reconstruct
+    from model.vae import VAEConfig, build_vae
+
+    vae = build_vae(VAEConfig(base_dim=4, latents_mean=(0.0,) * 16, latents_std=(1.0,) * 16), seed=0)
+    frames = render_clip(Scene((ObjectSpec("circle", "red", "left"),)), 0, 32, 48, 5)[0]
+    out = reconstruct(vae, frames)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, frames)  # a random VAE cannot copy its input
