@@ -17,7 +17,7 @@ from tests.browser.pages import RECORD_JS, fill_tiny, open_page, submit, wait_js
 
 pytestmark = pytest.mark.slow
 
-PROMPT = "a red circle moving left over a blue background"
+PROMPT = "a red circle moving left"  # the shapes world's canonical caption form
 DONE = "Done. The video is ready."
 
 
