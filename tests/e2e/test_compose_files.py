@@ -178,3 +178,61 @@ def test_gateway_healthcheck_fails_when_nothing_listens() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "deploy/healthcheck.py"), "--timeout", "1", "gateway",
                            "--url", "http://127.0.0.1:9/healthz"], capture_output=True, text=True, timeout=20)
     assert done.returncode == 1 and done.stdout.startswith("unhealthy:")
+
+
+# ----------------------------------------------------------------------------- the gateway image's contents
+
+def base_dependency_closure() -> set[str]:
+    """Distributions `pip install .` (no extras) brings in: pyproject's dependencies and theirs, with
+    the extras they ask for, from the installed metadata."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    todo, seen, names = [Requirement(r) for r in base], set(), set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue  # not installed here (a platform-specific dependency)
+        names.add(name)
+        for text in dist.requires or []:
+            sub = Requirement(text)
+            envs = [{"extra": e} for e in (req.extras or {""})]
+            if sub.marker is None or any(sub.marker.evaluate(env) for env in envs):
+                todo.append(sub)
+    return names
+
+
+def test_gateway_runs_with_only_what_its_image_installs() -> None:
+    """The gateway image has the base dependencies only. Block every module of every other installed
+    distribution (numpy, torch, PIL, av, ...: importing one raises ImportError, as in the image) and
+    build the app and import the CLI commands the image runs (serve, keys): optional imports may
+    fail quietly, required ones fail this test."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    allowed = base_dependency_closure() | {"spacetime", "pip", "setuptools"}
+    blocked = sorted(m for m, dists in packages_distributions().items()
+                     if not {canonicalize_name(d) for d in dists} & allowed and m.isidentifier())
+    assert {"numpy", "torch", "PIL", "av", "diffusers"} <= set(blocked)
+    code = ("import sys, json; blocked = json.loads(sys.argv[1])\n"
+            "for name in blocked: sys.modules[name] = None\n"
+            "from service.main import create_app; import service.serve, service.keys, workers.cli\n"
+            "app = create_app(); print(len(app.openapi()['paths']))")
+    env = {"SPACETIME_EMBEDDED": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    paths = []
+    for block in (blocked, []):
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(block)], capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        paths.append(int(done.stdout.split()[-1]))
+    assert paths[0] == paths[1] >= 11  # every route registered, as with everything installed
