@@ -236,3 +236,25 @@ def test_gateway_runs_with_only_what_its_image_installs() -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         paths.append(int(done.stdout.split()[-1]))
     assert paths[0] == paths[1] >= 11  # every route registered, as with everything installed
+
+
+def test_package_built_as_the_image_builds_it_carries_weights_and_data(tmp_path: Path) -> None:
+    """`pip install /src` in the Dockerfile installs a wheel built from what its COPY lines bring in;
+    that wheel must carry the tiny model's weights, the prompt policy and the web page's files."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", src)
+    for folder in ("service", "workers", "model"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path / "wheel"), str(src)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = next((tmp_path / "wheel").glob("spacetime-*.whl"))
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    tracked = subprocess.run(["git", "ls-files", "model/weights", "service/static", "service/policy"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert "service/policy/default.json" in tracked and any(f.endswith(".safetensors") for f in tracked)
+    assert [f for f in tracked if f not in packaged] == []
