@@ -153,6 +153,7 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         rope: torch.Tensor | None = None,
+        attend=None,  # replaces `attention` for this call (model/parallel.py: Ulysses over ranks)
     ) -> torch.Tensor:
         context = x if context is None else context  # self-attention when no context
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, N, d)
@@ -160,7 +161,7 @@ class Attention(nn.Module):
         v = self.v(context).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, M, d)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        out = attention(q, k, v, mask).transpose(1, 2).flatten(2)  # (B, N, D)
+        out = (attend or attention)(q, k, v, mask).transpose(1, 2).flatten(2)  # (B, N, D)
         return self.o(out.type_as(x))
 
 
@@ -194,13 +195,14 @@ class DiTBlock(nn.Module):
         context_mask: torch.Tensor | None,
         t_mod: torch.Tensor,
         rope: torch.Tensor,
+        attend=None,  # self-attention kernel override (sequence parallelism), None: `attention`
     ) -> torch.Tensor:
         # x (B, N, D), context (B, L, D), t_mod (B, 6, D): the shared timestep projection
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table.float() + t_mod.float()
         ).chunk(6, dim=1)  # each (B, 1, D), float32
         h = modulate(self.norm1(x), shift_msa, scale_msa).type_as(x)  # (B, N, D)
-        x = (x.float() + gate_msa * self.attn(h, rope=rope).float()).type_as(x)  # (B, N, D)
+        x = (x.float() + gate_msa * self.attn(h, rope=rope, attend=attend).float()).type_as(x)  # (B, N, D)
         x = x + self.cross_attn(self.norm2(x.float()).type_as(x), context, context_mask)  # (B, N, D)
         h = modulate(self.norm3(x), shift_mlp, scale_mlp).type_as(x)  # (B, N, D)
         return (x.float() + gate_mlp * self.mlp(h).float()).type_as(x)  # (B, N, D)
