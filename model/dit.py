@@ -72,8 +72,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, device: torch.device) -> torch.Tensor:
     """3D RoPE rotations: head_dim split into t/h/w parts (h = w = 2*(d//6), t gets the rest).
 
-    Returns complex64 (N, head_dim/2), N = t*h*w in (t, h, w) raster order; rotation pair j acts
-    on channels (2j, 2j+1) (interleaved layout, as Wan).
+    Returns float32 (N, head_dim/2, 2) = (cos, sin) of each angle, N = t*h*w in (t, h, w) raster
+    order; rotation pair j acts on channels (2j, 2j+1) (interleaved layout, as Wan). Real cos/sin
+    rather than complex numbers: torch.compile fuses real elementwise math into one kernel.
     """
     hw_dim = 2 * (head_dim // 6)
     dims = (head_dim - 2 * hw_dim, hw_dim, hw_dim)
@@ -86,12 +87,15 @@ def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, de
         view[axis] = n
         parts.append(angles.view(view).expand(*grid, dim // 2))  # (t, h, w, dim/2)
     angles = torch.cat(parts, dim=-1).reshape(-1, head_dim // 2)  # (N, head_dim/2)
-    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    return torch.stack((angles.cos(), angles.sin()), dim=-1).float()  # (N, head_dim/2, 2)
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, heads, N, d/2) complex
-    return torch.view_as_real(pairs * rope).flatten(-2).type_as(x)  # (B, heads, N, d)
+    """Rotate channel pairs of x (B, heads, N, d) by rope (N, d/2, 2); float32 math, as diffusers' Wan."""
+    cos, sin = rope.unbind(-1)  # (N, d/2) each, float32
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, N, d/2): even and odd channels
+    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # float32 (promotion)
+    return rotated.flatten(-2).type_as(x)  # (B, heads, N, d)
 
 
 class FP32LayerNorm(nn.LayerNorm):
