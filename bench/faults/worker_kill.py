@@ -52,7 +52,8 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool =
     audit = Audit("worker SIGTERM mid-job (upgrade)" if term else "worker SIGKILL mid-job")
     jobs = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     for _ in range(trials):
-        video = ledger.submit(allowed={"completed"})
+        # 20 steps with guidance: long enough (seconds even on an idle machine) to be killed mid-way
+        video = ledger.submit(allowed={"completed"}, num_inference_steps=20, guidance_scale=5.0)
         wait_for(ledger.client, video["id"], ("in_progress",), timeout_s=120)
         victim = worker_running(stack, video["id"])
         if term:
@@ -61,7 +62,6 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool =
         else:
             stack.kill_worker(victim)
         killed_at = time.monotonic()
-        before = len(ledger.jobs)
         ledger.audit(audit, ids=[video["id"]])
         audit.measures["max recovery s"] = max(audit.measures.get("max recovery s", 0),
                                                round(time.monotonic() - killed_at, 1))
@@ -73,7 +73,6 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool =
                 victim.proc.wait(60)
             except subprocess.TimeoutExpired:
                 audit.notes.append("FAIL: the worker did not exit within 60 s of SIGTERM")
-        assert len(ledger.jobs) == before
         audit.trials += 1
         if replace:
             stack.start_worker()
