@@ -159,10 +159,16 @@ class Attention(nn.Module):
         rope: torch.Tensor | None = None,
         attend=None,  # replaces `attention` for this call (model/parallel.py: Ulysses over ranks)
     ) -> torch.Tensor:
-        context = x if context is None else context  # self-attention when no context
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, N, d)
-        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, M, d)
-        v = self.v(context).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, M, d)
+        if context is None:  # self-attention: q, k, v in ONE matmul that reads x once (fused at run time,
+            # the state dict keeps q/k/v; at Wan sizes the weight concat is ~1e-4 of the matmul, no extra memory)
+            weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))  # (3D, D)
+            bias = torch.cat((self.q.bias, self.k.bias, self.v.bias))  # (3D,)
+            q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)  # (B, N, D) each
+        else:
+            q, k, v = self.q(x), self.k(context), self.v(context)  # (B, N, D), (B, M, D), (B, M, D)
+        q = self.norm_q(q).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, N, d)
+        k = self.norm_k(k).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, M, d)
+        v = v.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, M, d)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = (attend or attention)(q, k, v, mask).transpose(1, 2).flatten(2)  # (B, N, D)
