@@ -52,8 +52,8 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, replace: bool =
     audit = Audit("worker SIGTERM mid-job (upgrade)" if term else "worker SIGKILL mid-job")
     jobs = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     for _ in range(trials):
-        # 20 steps with guidance: long enough (seconds even on an idle machine) to be killed mid-way
-        video = ledger.submit(allowed={"completed"}, num_inference_steps=20, guidance_scale=5.0)
+        # 10 steps with guidance: long enough (seconds even on an idle machine) to be killed mid-way
+        video = ledger.submit(allowed={"completed"}, num_inference_steps=10, guidance_scale=5.0)
         wait_for(ledger.client, video["id"], ("in_progress",), timeout_s=120)
         victim = worker_running(stack, video["id"])
         if term:
