@@ -18,6 +18,8 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu22.04
 ARG TORCH_VERSION=2.13.0
+# Extra pip packages for every image, e.g. EXTRA_PIP=boto3 for SPACETIME_STORAGE=s3.
+ARG EXTRA_PIP=""
 
 # ----------------------------------------------------------------------------- shared: the source
 FROM ${PYTHON_IMAGE} AS source
@@ -36,7 +38,8 @@ RUN groupadd --system --gid 10001 spacetime \
  && mkdir -p /videos && chown spacetime:spacetime /videos
 COPY --from=source /src /src
 # Base dependencies only: the gateway never imports torch (no [worker] extra here, on purpose).
-RUN pip install /src && rm -rf /src
+ARG EXTRA_PIP
+RUN pip install /src && rm -rf /src && if [ -n "$EXTRA_PIP" ]; then pip install $EXTRA_PIP; fi
 COPY --from=source /src/deploy/healthcheck.py /usr/local/bin/spacetime-healthcheck
 USER spacetime
 WORKDIR /var/lib/spacetime
@@ -65,7 +68,8 @@ ENV PATH=/opt/venv/bin:$PATH
 # torch first and pinned: PyPI's Linux wheel is the CUDA 12 build (it brings its own CUDA libraries).
 RUN pip install "torch==${TORCH_VERSION}"
 COPY --from=source /src /src
-RUN pip install "/src[worker]" && rm -rf /src
+ARG EXTRA_PIP
+RUN pip install "/src[worker]" && rm -rf /src && if [ -n "$EXTRA_PIP" ]; then pip install $EXTRA_PIP; fi
 RUN groupadd --system --gid 10001 spacetime \
  && useradd --system --uid 10001 --gid spacetime --home-dir /var/lib/spacetime --create-home spacetime \
  && mkdir -p /videos /models /var/lib/spacetime/signing \
@@ -86,7 +90,8 @@ ARG TORCH_VERSION
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
 COPY --from=source /src /src
-RUN pip install "/src[worker]" && rm -rf /src
+ARG EXTRA_PIP
+RUN pip install "/src[worker]" && rm -rf /src && if [ -n "$EXTRA_PIP" ]; then pip install $EXTRA_PIP; fi
 RUN groupadd --system --gid 10001 spacetime \
  && useradd --system --uid 10001 --gid spacetime --home-dir /var/lib/spacetime --create-home spacetime \
  && mkdir -p /videos /models /var/lib/spacetime/signing \
