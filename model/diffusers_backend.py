@@ -83,7 +83,10 @@ class DiffusersVideoPipeline:
         guidance_scale: float | None = None,
         seed: int | None = None,
         callback: Callable[[int, int], bool | None] | None = None,
+        mode: str = "exact",
     ) -> np.ndarray:
+        if mode != "exact":  # the step cache and guidance window need our own DiT and sampler
+            raise ValueError(f"mode {mode!r} is not available for a diffusers-backed model; only 'exact' is")
         num_frames = self.num_frames if num_frames is None else num_frames
         height, width = (self.height if height is None else height), (self.width if width is None else width)
         fps = self.fps if fps is None else fps

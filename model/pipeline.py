@@ -29,6 +29,7 @@ from torch import nn
 from model.dit import VideoDiT
 from model.presets import Preset, SamplingDefaults, get_preset
 from model.sampling import GenerationCancelled, sample_latents
+from model.step_cache import FastSampling
 from model.text_encoder import TextEncoder, build_text_encoder
 from model.vae import build_vae, decode_latents, latent_shape, load_vae, to_uint8_frames, use_fast_cpu_kernels
 
@@ -38,6 +39,7 @@ INDEX_NAME = "model_index.json"
 RANDOM_WEIGHTS_WARNING = "random weights: output will not follow the prompt"
 MAX_SEED = 2**63 - 1
 TILING_ABOVE_PX = 512 * 512  # decode in spatial tiles above this frame area
+MODES = ("exact", "fast")  # fast: step cache + guidance window (model/step_cache.py), opt-in per request
 
 
 def validate_request(
@@ -94,6 +96,8 @@ class TextToVideoPipeline:
         self.defaults, self.name, self.folder = defaults, name, folder
         self.is_random_weights = is_random_weights
         self.vae_tiling: bool | None = None  # None: automatic (frames larger than TILING_ABOVE_PX)
+        self.fast_sampling = FastSampling()  # what mode="fast" uses
+        self.last_stats: dict = {}  # the last call's sampler counters (steps, forwards, cached_forwards, ...)
 
     # ------------------------------------------------------------------ construction
 
@@ -191,8 +195,12 @@ class TextToVideoPipeline:
         guidance_scale: float | None = None,
         seed: int | None = None,
         callback: Callable[[int, int], bool | None] | None = None,
+        mode: str = "exact",
     ) -> np.ndarray:
-        """Generate one clip -> numpy uint8 (num_frames, height, width, 3). None -> the model's defaults."""
+        """Generate one clip -> numpy uint8 (num_frames, height, width, 3). None -> the model's defaults.
+
+        mode: "exact" (every step, full guidance) or "fast" (`self.fast_sampling`: the step cache
+        and a guidance window; faster, slightly different frames)."""
         d = self.defaults
         num_frames = d.num_frames if num_frames is None else num_frames
         height, width = (d.height if height is None else height), (d.width if width is None else width)
@@ -201,6 +209,8 @@ class TextToVideoPipeline:
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
         # 1. Validate everything before any work.
         validate_request(prompt, negative_prompt, num_frames, height, width, fps, steps, guidance, seed, callback)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         seed = secrets.randbelow(MAX_SEED) if seed is None else int(seed)
         device = self.device
 
@@ -212,11 +222,14 @@ class TextToVideoPipeline:
 
         # 3. Denoise from seeded noise.
         generator = torch.Generator(device=device).manual_seed(seed)
+        stats: dict = {}
         shape = (1, self.vae.config.z_dim, *latent_shape(num_frames, height, width, self.vae))
         latents = sample_latents(
             self.transformer, shape, cond, uncond, steps, float(guidance), generator,
             scheduler=d.scheduler, shift=d.shift, callback=callback,
+            fast=self.fast_sampling if mode == "fast" else None, stats=stats,
         )  # (1, z, T', H', W')
+        self.last_stats = {"mode": mode, **stats}
 
         # 4. Decode (spatially tiled for large frames) and convert to uint8.
         tiling = self.vae_tiling if self.vae_tiling is not None else height * width > TILING_ABOVE_PX

@@ -8,6 +8,7 @@ larger latents need (Wan: 3.0 at 480p, 5.0 at 720p).
 
 Public: `flow_matching_loss` (training), `sample_latents` (the one sampling entry point),
 `guided_velocity` (classifier-free guidance in one batched forward), `GenerationCancelled`.
+Fast mode (`fast=FastSampling()`: step cache and a guidance window) lives in `model/step_cache.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from torch import nn
+
+from model.step_cache import FastSampling, FirstBlockCache
 
 NUM_TRAIN_TIMESTEPS = 1000
 SCHEDULERS = ("unipc", "euler")
@@ -131,20 +134,32 @@ def sample_latents(
     scheduler: str = "unipc",
     shift: float = 1.0,
     callback: Callable[[int, int], bool | None] | None = None,
+    fast: FastSampling | None = None,
+    stats: dict | None = None,
 ) -> torch.Tensor:
     """Integrate the flow from noise to clean latents (B, C, T, H, W) (float32).
 
     `callback(step, total)` runs after every step (step counts from 1); returning False raises
     GenerationCancelled. The noise comes from `generator`, so a seed fixes the result.
+    `fast` (None = exact) turns on the step cache and the guidance window (model/step_cache.py);
+    `stats`, if given, receives forwards / cached_forwards / guided_steps / steps of this run.
     """
     device = cond[0].device
     solver = _make_scheduler(scheduler, shift)
     solver.set_timesteps(num_inference_steps, device=device)
     x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
     timesteps = solver.timesteps
+    net = model if fast is None else FirstBlockCache(model, fast.cache_threshold, fast.max_skips)
+    guided_steps = 0
     for i, t in enumerate(timesteps):
-        v = guided_velocity(model, x, t.reshape(1).float().to(device), cond, uncond, guidance_scale)
+        guided = uncond is not None and guidance_scale != 1.0 and (fast is None or fast.guided(i, len(timesteps)))
+        guided_steps += guided
+        v = guided_velocity(net, x, t.reshape(1).float().to(device), cond, uncond if guided else None, guidance_scale)
         x = solver.step(v, t, x, return_dict=False)[0]  # (B, C, T, H, W)
         if callback is not None and callback(i + 1, len(timesteps)) is False:
             raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
+    if stats is not None:
+        forwards = net.steps if fast is not None else len(timesteps)
+        stats.update(steps=len(timesteps), guided_steps=guided_steps, forwards=forwards,
+                     cached_forwards=net.skipped if fast is not None else 0)
     return x

@@ -49,6 +49,8 @@ def test_adapter_cancels_and_validates(adapters, name):
         pipe("", **SMALL)
     with pytest.raises(ValueError, match="guidance_scale"):
         pipe("a red ball", guidance_scale=0.0, **SMALL)
+    with pytest.raises(ValueError, match="mode 'fast' is not available for a diffusers-backed model"):
+        pipe("a red ball", mode="fast", **SMALL)
 
 
 def test_adapter_defaults_and_hash(adapters, folders):

@@ -1,0 +1,122 @@
+"""Fast mode: the first-block cache, the guidance window, and mode= on the pipeline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_DIT, tiny_dit
+
+from model.sampling import sample_latents
+from model.step_cache import FastSampling, FirstBlockCache
+
+
+def _inputs(B: int = 1, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, TINY_DIT.in_channels, 3, 4, 6, generator=g)
+    t = torch.tensor([600.0])
+    ctx = torch.randn(B, 5, TINY_DIT.text_dim, generator=g)
+    return x, t, ctx, torch.ones(B, 5, dtype=torch.bool)
+
+
+def test_threshold_zero_computes_exactly_what_the_model_computes():
+    model = tiny_dit()
+    cache = FirstBlockCache(model, threshold=0.0, max_skips=5)
+    with torch.no_grad():
+        for seed in range(3):
+            x, t, ctx, mask = _inputs(2, seed)
+            assert torch.equal(cache(x, t, ctx, mask), model(x, t, ctx, mask))
+    assert (cache.steps, cache.skipped) == (3, 0)
+
+
+def test_an_unchanged_first_block_reuses_the_deep_blocks_and_max_skips_bounds_the_run():
+    model = tiny_dit()
+    cache = FirstBlockCache(model, threshold=1e9, max_skips=2)
+    x, t, ctx, mask = _inputs()
+    skipped = []
+    with torch.no_grad():
+        full = model(x, t, ctx, mask)
+        for _ in range(6):
+            before = cache.skipped
+            out = cache(x, t, ctx, mask)
+            skipped.append(cache.skipped > before)
+            torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-6)  # same input: the reuse is exact
+    assert skipped == [False, True, True, False, True, True]
+
+
+def test_a_changed_first_block_recomputes_and_the_reuse_differs_from_a_full_forward():
+    model = tiny_dit()
+    x, t, ctx, mask = _inputs()
+    x2 = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        strict = FirstBlockCache(model, threshold=1e-6, max_skips=5)
+        strict(x, t, ctx, mask)
+        strict(x2, t, ctx, mask)
+        assert strict.skipped == 0  # the change is above a tiny threshold
+        loose = FirstBlockCache(model, threshold=1e9, max_skips=5)
+        loose(x, t, ctx, mask)
+        approx = loose(x2, t, ctx, mask)
+        assert loose.skipped == 1
+        assert not torch.allclose(approx, model(x2, t, ctx, mask), atol=1e-4)  # reuse is an approximation
+
+
+def test_a_guided_batch_serves_the_next_conditional_only_step():
+    model = tiny_dit()
+    x, t, ctx, mask = _inputs(2)
+    cache = FirstBlockCache(model, threshold=1e9, max_skips=5)
+    with torch.no_grad():
+        cache(x[:1].expand(2, -1, -1, -1, -1), t, ctx, mask)  # (cond, uncond) of one latent
+        out = cache(x[:1], t, ctx[:1], mask[:1])  # cond only: rows [:1] of the cache
+        assert cache.skipped == 1
+        torch.testing.assert_close(out, model(x[:1], t, ctx[:1], mask[:1]), rtol=1e-5, atol=1e-6)
+        one_row = FirstBlockCache(model, threshold=1e9, max_skips=5)
+        one_row(x[:1], t, ctx[:1], mask[:1])
+        one_row(torch.cat([x[:1], x[:1]]), t, ctx, mask)  # a 1-row cache cannot serve a 2-row batch
+        assert one_row.skipped == 0
+
+
+def _text(B: int = 1, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, 5, TINY_DIT.text_dim, generator=g), torch.ones(B, 5, dtype=torch.bool)
+
+
+def test_sampler_fast_mode_counts_and_equals_exact_with_everything_off():
+    model = tiny_dit()
+    shape, steps = (1, 4, 2, 4, 4), 10
+    run = lambda fast, stats=None: sample_latents(  # noqa: E731
+        model, shape, _text(seed=1), _text(seed=2), steps, 4.0, torch.Generator().manual_seed(0), fast=fast, stats=stats)
+    exact_stats: dict = {}
+    exact = run(None, exact_stats)
+    assert exact_stats == dict(steps=10, guided_steps=10, forwards=10, cached_forwards=0)
+    off = FastSampling(cache_threshold=0.0, guidance_window=(0.0, 1.0))
+    assert torch.equal(run(off), exact)
+    stats: dict = {}
+    fast = run(FastSampling(cache_threshold=1e9, max_skips=1, guidance_window=(0.0, 0.5)), stats)
+    assert stats["guided_steps"] == 5 and stats["forwards"] == 10
+    assert stats["cached_forwards"] == 5  # every other step with max_skips=1
+    assert not torch.equal(fast, exact)
+
+
+def test_guidance_window_and_bad_settings():
+    fast = FastSampling(guidance_window=(0.2, 0.6))
+    assert [fast.guided(i, 10) for i in range(10)] == [False, False, True, True, True, True] + [False] * 4
+    assert sum(FastSampling().guided(i, 20) for i in range(20)) == math.ceil(0.6 * 20)
+    for bad in ((0.5, 0.2), (-0.1, 0.5), (0.0, 1.5)):
+        with pytest.raises(ValueError, match="guidance_window"):
+            FastSampling(guidance_window=bad)
+    with pytest.raises(ValueError, match=">= 0"):
+        FastSampling(cache_threshold=-1)
+
+
+def test_pipeline_mode_fast_runs_reports_and_refuses_unknown_modes(tiny_pipeline):
+    kwargs = dict(num_frames=5, height=32, width=48, num_inference_steps=6, seed=3)
+    exact = tiny_pipeline("a red circle", **kwargs)
+    assert tiny_pipeline.last_stats == dict(mode="exact", steps=6, guided_steps=6, forwards=6, cached_forwards=0)
+    fast = tiny_pipeline("a red circle", mode="fast", **kwargs)
+    assert fast.shape == exact.shape and fast.dtype == np.uint8
+    assert tiny_pipeline.last_stats["mode"] == "fast" and tiny_pipeline.last_stats["guided_steps"] < 6
+    assert np.array_equal(fast, tiny_pipeline("a red circle", mode="fast", **kwargs))  # still seeded
+    with pytest.raises(ValueError, match="mode must be one of exact, fast"):
+        tiny_pipeline("a red circle", mode="turbo", **kwargs)
