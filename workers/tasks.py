@@ -10,6 +10,7 @@ The pipeline loads once per worker process (in `worker_process_init`) and stays 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -221,6 +222,10 @@ def generate_video(job_id: str) -> str:
         if is_cancellation(exc):
             ctx.jobs.fail(job_id, "cancelled", "The video was cancelled.")
             log.info("generation cancelled", extra=extra)
+        elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # say so, without server paths
+            log.error("output storage full", extra=extra)
+            through_redis_outage(lambda: ctx.jobs.fail(job_id, "storage_full", "The video could not be stored: "
+                                                       "no space left on the output storage. Try again later."), job_id)
         else:
             log.exception("generation failed", extra=extra)
             through_redis_outage(lambda: ctx.jobs.fail(job_id, "generation_failed", f"{type(exc).__name__}: {exc}"), job_id)

@@ -1,7 +1,7 @@
 """Fault: the output disk fills up while a job runs.
 
 The stack's video volume is a small tmpfs; a ballast file fills it, a job runs, then the ballast
-goes and another job runs. Expected: the job fails with an error that says the disk is full,
+goes and another job runs. Expected: the job fails with code `storage_full` and a message without server paths,
 nothing of it is left in storage or served (content answers 409, no partial MP4 anywhere), and
 the next job after space returns completes. Mounting needs root or an unprivileged user
 namespace: run as root, or the script re-runs itself under `unshare --user --map-root-user --mount`.
@@ -75,9 +75,9 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int) -> Audit:
         content = ledger.client.get(f"/v1/videos/{video['id']}/content")
         leftovers = [p for p in videos.rglob("*") if video["id"] in str(p)]
         workspaces = [p for p in (videos / ".tmp").glob("*")] if (videos / ".tmp").exists() else []
-        message = (final.get("error") or {}).get("message", "")
-        if final["status"] != "failed" or "space" not in message.lower():
-            audit.notes.append(f"FAIL: {video['id']} ended {final['status']}: {final.get('error')}")
+        error = final.get("error") or {}
+        if final["status"] != "failed" or error.get("code") != "storage_full" or str(videos) in error.get("message", ""):
+            audit.notes.append(f"FAIL: {video['id']} ended {final['status']}: {error}")
         if content.status_code == 200 or leftovers or workspaces:
             audit.notes.append(f"FAIL: content {content.status_code}, files left: {leftovers + workspaces}")
         after = ledger.submit(allowed={"completed"})  # space is back: the service recovers by itself
