@@ -109,11 +109,13 @@ def test_cancel_a_running_video_stops_within_a_step_and_frees_the_worker(stack: 
     with stack.client() as c:
         video = c.post("/v1/videos", json={**SHORT, "num_inference_steps": 100}).json()
         running = wait_status(c, video["id"], ("in_progress",), min_progress=2)
-        asked = time.monotonic()
         assert c.post(f"/v1/videos/{video['id']}/cancel").status_code == 200
-        failed = wait_status(c, video["id"], ("failed",), timeout_s=10)
-        assert time.monotonic() - asked < 3  # one step is ~50 ms here
-        assert failed["error"]["code"] == "cancelled" and failed["progress"] < 95
+        at_cancel = c.get(f"/v1/videos/{video['id']}").json()["progress"]
+        failed = wait_status(c, video["id"], ("failed",), timeout_s=30)
+        # Counted in steps, not seconds (a loaded machine stretches a step): the worker checks the
+        # cancel flag at every step, so at most one more step (1 % of 100) is reported after it.
+        assert failed["error"]["code"] == "cancelled"
+        assert failed["progress"] <= at_cancel + 1 < 95
         assert running["progress"] >= 2
         assert not (stack.data_dir / video["id"]).exists()
         nxt = c.post("/v1/videos", json=SHORT).json()
