@@ -140,10 +140,20 @@ def context() -> WorkerContext:
 
 
 def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
-    """Say this process is alive; requeue jobs whose worker stopped saying so."""
+    """Say this process is alive; requeue jobs whose worker stopped saying so.
+
+    After Redis was unreachable, wait one heartbeat TTL before reaping: the outage may have
+    outlived every worker's heartbeat key although the workers live, and they need a period to
+    heartbeat again (without this, a Redis restart longer than the TTL re-runs running jobs)."""
+    reap_after = 0.0  # monotonic time; inf while Redis is unreachable
     while not stop.is_set():
         try:
             ctx.jobs.heartbeat(ctx.models, ctx.settings.heartbeat_ttl_s)
+            if reap_after == float("inf"):
+                reap_after = time.monotonic() + ctx.settings.heartbeat_ttl_s
+            if time.monotonic() < reap_after:
+                stop.wait(ctx.settings.heartbeat_s)
+                continue
             for job_id, dead in ctx.jobs.orphans():
                 job = ctx.jobs.get(job_id)
                 if job and ctx.jobs.requeue(job_id, dead):
@@ -152,6 +162,7 @@ def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
                     log.warning("requeued a job whose worker died", extra={"job_id": job_id, "dead_worker": dead})
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
+            reap_after = float("inf")
         stop.wait(ctx.settings.heartbeat_s)
 
 

@@ -1,7 +1,8 @@
 """Fault: Redis dies (SIGKILL, a crash) mid-run and comes back from its append-only file.
 
 Expected: finished jobs and queued jobs (record, queue position and broker message) survive;
-the in-flight job completes or fails with a clear error (never stays `in_progress`); while Redis
+the in-flight job completes on its own worker (no re-run elsewhere, even when the outage outlives
+the heartbeat TTL) or fails with a clear error (never stays `in_progress`); while Redis
 is down the gateway answers 503 (OpenAI-shaped), and it recovers by itself. Run it:
 
     .venv/bin/python -m bench.faults.redis_restart --trials 3
@@ -82,6 +83,11 @@ def run_trials(stack: ComposeStack, ledger: Ledger, trials: int, down_s: float =
         ledger.client.delete(f"/v1/videos/{parked['id']}")
         audit.trials += 1
     ledger.audit(audit, ids=finished + in_flight)
+    # A job running through the outage should finish on its own worker, not be re-run elsewhere.
+    reruns = sum(1 for i in in_flight if int(broker.hget(f"st:job:{i}", "attempts") or 0) > 1)
+    audit.measures["in-flight re-runs"] = reruns
+    if reruns:
+        audit.notes.append(f"FAIL: {reruns} of {len(in_flight)} in-flight jobs were re-run by another worker")
     down = ", ".join(f"{code}x{n}" for code, n in sorted(codes_down.items()))
     audit.notes.append(f"answers while Redis was down: {down}")
     if set(codes_down) - {"503"}:
