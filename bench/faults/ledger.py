@@ -106,7 +106,7 @@ class Ledger:
     client: httpx.Client
     jobs: dict[str, set[str]] = field(default_factory=dict)  # id -> acceptable final outcomes
 
-    def submit(self, allowed: set[str] = frozenset({"completed"}), **overrides: Any) -> dict[str, Any]:  # type: ignore[assignment]
+    def submit(self, allowed: frozenset[str] | set[str] = frozenset({"completed"}), **overrides: Any) -> dict[str, Any]:
         video = submit(self.client, **overrides)
         self.jobs[video["id"]] = set(allowed)
         return video
@@ -140,7 +140,7 @@ class Ledger:
                 audit.failed_cleanly += 1
                 audit.notes.append(f"{video_id}: failed {video['error']['code']}: {video['error']['message'][:120]}")
             if video["status"] not in allowed:
-                audit.notes.append(f"{video_id}: ended {video['status']}, expected {sorted(allowed)}")
+                audit.notes.append(f"FAIL: {video_id} ended {video['status']}, expected {sorted(allowed)}")
         audit.duplicates = self.duplicates()
         return audit
 
