@@ -33,6 +33,7 @@ from service.catalog import Catalog, ServedModel
 from service.config import Settings, get_settings
 from service.jobs import WorkerJobs, to_public
 from service.logs import configure_logging
+from service.safety import PolicyViolation, enforce_policy, get_policy, policy_error
 from service.storage import ASSETS, Storage, asset_key, open_storage
 from workers import media
 from workers.celery_app import GENERATE_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK, app
@@ -178,6 +179,7 @@ def _start_process(**_: Any) -> None:
     from workers.output_check import get_output_check
 
     get_output_check(device=ctx.settings.device)  # a misconfigured output check fails here, at start
+    get_policy()  # and so does a broken SPACETIME_POLICY_FILE
     stop = threading.Event()
     threading.Thread(target=heartbeat_loop, args=(ctx, stop), name="heartbeat", daemon=True).start()
 
@@ -209,6 +211,8 @@ def generate_video(job_id: str) -> str:
     started = time.perf_counter()
     superseded = threading.Event()  # set by the step callback when another worker took the job over
     try:
+        # The gateway checked the prompt before queueing; the policy file may have changed since.
+        enforce_policy(job.get("prompt", ""), job.get("negative_prompt"))
         pipe = ctx.pipeline(model)
         frames = sample_frames(pipe, job, model, progress_callback(ctx, job_id, model.name, superseded))
         blocked = check_output(frames, ctx.settings.device)
@@ -217,6 +221,12 @@ def generate_video(job_id: str) -> str:
             notify(ctx, job_id)
             return "failed"
         assets = store_outputs(ctx, job_id, job, frames, pipe)
+    except PolicyViolation as exc:  # logged by the prompt's hash, never its text
+        log.info("prompt rejected by policy", extra={**extra, "prompt_sha256": exc.decision.prompt_sha256,
+                                                     "category": exc.decision.category})
+        ctx.jobs.fail(job_id, exc.code, policy_error(exc.decision)["error"]["message"])
+        notify(ctx, job_id)
+        return "failed"
     except SigningFailed as exc:
         ctx.jobs.fail(job_id, "signing_failed", str(exc))
         notify(ctx, job_id)
