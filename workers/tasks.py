@@ -47,8 +47,9 @@ MODELS_ENV = "SPACETIME_WORKER_MODELS"  # comma-separated models this worker ser
 def load_model(source: str, device: str) -> Any:
     """The one place the worker loads a pipeline (see docs/contracts.md)."""
     from model.pipeline import load_pipeline  # torch is imported here, in the worker process only
+    from workers.multigpu import rank_group_from_env
 
-    return load_pipeline(source, device=device)
+    return rank_group_from_env(source, device) or load_pipeline(source, device=device)  # --gpus N: N ranks
 
 
 def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool]) -> np.ndarray:
