@@ -23,7 +23,7 @@ from service.schemas import VideoError, VideoPublic
 # Fields copied from the request into the record (all stored as strings).
 SPEC_FIELDS = (
     "model", "prompt", "negative_prompt", "seconds", "size", "seed",
-    "num_inference_steps", "guidance_scale", "fps", "webhook_url",
+    "num_inference_steps", "guidance_scale", "fps", "quality", "webhook_url",
 )
 
 
@@ -81,6 +81,7 @@ def to_public(record: dict[str, str], queue_position: int | None = None) -> Vide
         num_inference_steps=int(record["num_inference_steps"]),
         guidance_scale=float(record["guidance_scale"]),
         fps=int(record["fps"]),
+        quality=record.get("quality") or "exact",  # records from before the field existed are exact
         queue_position=queue_position if record.get("status") == "queued" else None,
     )
 

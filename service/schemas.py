@@ -1,5 +1,5 @@
 """Request and response bodies. `VideoPublic` has the fields of the openai SDK's `Video` type
-plus our extensions (seed, negative_prompt, num_inference_steps, guidance_scale, fps)."""
+plus our extensions (seed, negative_prompt, num_inference_steps, guidance_scale, fps, quality)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
+Quality = Literal["exact", "fast"]  # fast: step cache + guidance window (docs/performance.md), opt-in
 Variant = Literal["video", "thumbnail", "spritesheet"]
 
 
@@ -25,6 +26,7 @@ class VideoCreate(BaseModel):
     num_inference_steps: int | None = Field(default=None, ge=1)
     guidance_scale: float | None = Field(default=None, ge=1.0, le=30.0)
     fps: int | None = Field(default=None, ge=1)
+    quality: Quality = "exact"
     webhook_url: str | None = None
     # Accepted so the SDK's field name gets a clear "not supported" instead of "extra field".
     input_reference: Any = None
@@ -67,6 +69,7 @@ class VideoPublic(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     fps: int
+    quality: Quality = "exact"
     queue_position: int | None = None  # 0 = next to run; only while queued
 
 

@@ -55,11 +55,13 @@ def load_model(source: str, device: str) -> Any:
 def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool]) -> np.ndarray:
     """The one place the worker calls a pipeline: job record -> uint8 frames (T, H, W, 3)."""
     width_px, height_px = model.parse_size(job["size"])
+    # Only a fast job passes mode: a pipeline without fast mode then refuses it clearly (ValueError).
+    extra = {"mode": "fast"} if job.get("quality") == "fast" else {}
     return pipe(
         prompt=job["prompt"], negative_prompt=job.get("negative_prompt", ""),
         num_frames=model.num_frames(job["seconds"]), height=height_px, width=width_px, fps=int(job["fps"]),
         num_inference_steps=int(job["num_inference_steps"]), guidance_scale=float(job["guidance_scale"]),
-        seed=int(job["seed"]), callback=callback,
+        seed=int(job["seed"]), callback=callback, **extra,
     )
 
 
@@ -325,6 +327,7 @@ def store_outputs(ctx: WorkerContext, job_id: str, job: dict[str, str], frames: 
             "negative_prompt": job.get("negative_prompt", ""), "seed": job["seed"], "size": job["size"],
             "seconds": job["seconds"], "fps": job["fps"], "num_frames": str(len(frames)),
             "num_inference_steps": job["num_inference_steps"], "guidance_scale": job["guidance_scale"],
+            "quality": job.get("quality") or "exact",
             "weights_hash": str(getattr(pipe, "weights_hash", "")),
             "random_weights": str(getattr(pipe, "is_random_weights", "")),
         }

@@ -95,7 +95,7 @@ def resolve_spec(body: VideoCreate, model: ServedModel, max_prompt_chars: int) -
         "seconds": seconds, "size": size, "fps": model.fps, "num_inference_steps": steps,
         "guidance_scale": body.guidance_scale if body.guidance_scale is not None else model.default_guidance,
         "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
-        "webhook_url": body.webhook_url,
+        "quality": body.quality, "webhook_url": body.webhook_url,
     }
 
 
