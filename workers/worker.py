@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=None, help="Redis URL (default: SPACETIME_REDIS_URL)")
     parser.add_argument("--concurrency", type=int, default=1, help="pool processes; one per GPU (default: 1)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: SPACETIME_DEVICE or cpu)")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="ranks per video: N > 1 splits each video across GPUs 0..N-1 (workers/multigpu.py; "
+                             "with --device cpu, N CPU processes over gloo); implies --concurrency 1")
+    parser.add_argument("--no-cfg-parallel", action="store_true",
+                        help="with --gpus N even: sequence-parallel only (default: guidance pass halves on their own ranks)")
     parser.add_argument("--name", default=None, help="worker node name (default: <models>@<host>-<pid>)")
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--quiet", action="store_true", help="no Celery start-up banner")
@@ -31,6 +36,14 @@ def run(args: argparse.Namespace) -> int:
     if args.device:
         os.environ["SPACETIME_DEVICE"] = args.device
     os.environ["SPACETIME_WORKER_MODELS"] = args.models
+    if args.gpus < 1:
+        print(f"error: --gpus must be at least 1, got {args.gpus}", file=sys.stderr)
+        return 2
+    os.environ["SPACETIME_WORKER_GPUS"] = str(args.gpus)  # read by workers/multigpu.py
+    os.environ["SPACETIME_WORKER_CFG_PARALLEL"] = "0" if args.no_cfg_parallel else "1"
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off
+    if args.gpus > 1:
+        args.concurrency = 1  # one pool process coordinates all the ranks
     from service.catalog import Catalog
     from service.config import get_settings
 
