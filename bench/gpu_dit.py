@@ -10,6 +10,11 @@ transformer block (the 30 blocks share one compiled graph), for both models alik
 
 The floor is what the GPU's measured rates allow: attention FLOPs at the cuDNN SDPA rate measured
 at this shape plus every other FLOP at the measured bf16 matmul rate.
+
+"ours eager, first version" runs our model with its first kernels patched back in (complex RoPE,
+separate q/k/v matmuls) for an A/B on the same GPU. The last part profiles one compiled forward of
+each model and splits CUDA kernel time into matmuls, attention, Triton (inductor's fused
+elementwise/norm kernels) and the rest: where the gap to the floor is.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from contextlib import nullcontext
+from collections import defaultdict
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -25,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import model.dit as dit_module  # noqa: E402
 from model.convert import rename_key  # noqa: E402
 from model.dit import VideoDiT, flops_per_forward  # noqa: E402
 from model.presets import get_preset  # noqa: E402
@@ -66,17 +73,67 @@ def attention_rate(backend: SDPBackend, heads: int, tokens: int, head_dim: int, 
     return 4 * heads * tokens**2 * head_dim / (ms * 1e-3) / 1e12
 
 
+@contextmanager
+def first_version_kernels():
+    """Our model as first measured: RoPE in complex64, q, k, v as three matmuls."""
+
+    def apply_rope(x, rope):  # rope (N, d/2, 2) = (cos, sin) -> complex (N, d/2)
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * torch.view_as_complex(rope)).flatten(-2).type_as(x)
+
+    def forward(self, x, context=None, mask=None, rope=None, attend=None):
+        context = x if context is None else context
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        v = self.v(context).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return self.o(dit_module.attention(q, k, v, mask).transpose(1, 2).flatten(2).type_as(x))
+
+    saved = dit_module.Attention.forward
+    dit_module.Attention.forward = forward
+    try:
+        yield
+    finally:
+        dit_module.Attention.forward = saved
+
+
+def kernel_breakdown(fn) -> dict[str, float]:
+    """CUDA kernel milliseconds of one fn() by kind, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kinds: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if getattr(event, "device_type", None) != torch.autograd.DeviceType.CUDA:
+            continue
+        name = event.name.lower()
+        us = event.time_range.elapsed_us()  # a kernel event's range is its time on the GPU
+        if any(s in name for s in ("flash", "fmha", "sdpa", "attention", "attn")):
+            kinds["attention"] += us / 1e3
+        elif any(s in name for s in ("gemm", "nvjet", "xmma", "cutlass", "matmul", "cublas", "sm90_")):
+            kinds["matmul"] += us / 1e3
+        elif "triton" in name:
+            kinds["triton (fused elementwise/norms)"] += us / 1e3
+        else:
+            kinds["other"] += us / 1e3
+    return dict(kinds)
+
+
 def build_models(preset: str) -> tuple[torch.nn.Module, VideoDiT]:
     from diffusers import WanTransformer3DModel
 
     cfg = get_preset(preset).dit
-    wan = WanTransformer3DModel(
+    with torch.device("cuda"):  # initialise on the GPU: a 1.4B-parameter CPU init takes minutes
+        wan = WanTransformer3DModel(
         patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.dim // cfg.num_heads,
         in_channels=cfg.in_channels, out_channels=cfg.out_channels, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
         ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
         qk_norm="rms_norm_across_heads", eps=cfg.eps,
-    ).to("cuda", torch.bfloat16).eval()
-    ours = VideoDiT(cfg)
+        ).to("cuda", torch.bfloat16).eval()
+        ours = VideoDiT(cfg)
     state = {rename_key(k): v for k, v in wan.state_dict().items()}
     ours.load_state_dict(state, strict=True)
     return wan, ours.to("cuda", torch.bfloat16).eval()
@@ -119,7 +176,7 @@ def main() -> int:
     mm = matmul_rate(args.iters)
     head_dim = cfg.dim // cfg.num_heads
     rates = {b.name: attention_rate(b, cfg.num_heads, tokens, head_dim, args.iters)
-             for b in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)}
+             for b in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION)}
     print(f"# bf16 matmul {mm:.0f} TFLOP/s | SDPA " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()) + " TFLOP/s")
 
     total = flops_per_forward(cfg, latent, args.text_len)
@@ -133,7 +190,6 @@ def main() -> int:
         out = ours(x, t, ctx).float()
     rel = ((out - ref).norm() / ref.norm()).item()
 
-    cudnn = lambda: sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])  # noqa: E731
     rows: list[tuple[str, float]] = []
 
     def run(name: str, model_fn, ctxmgr=nullcontext) -> None:
@@ -144,17 +200,22 @@ def main() -> int:
     wan_fn = lambda: wan(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
     ours_fn = lambda: ours(x, t, ctx)  # noqa: E731
     run("diffusers eager (default SDPA)", wan_fn)
+    run("ours eager, first version (complex RoPE, q/k/v apart)", ours_fn, first_version_kernels)
     run("ours eager (default SDPA)", ours_fn)
-    run("ours eager (cuDNN SDPA)", ours_fn, cudnn)
+    breakdowns = {}
     if not args.no_compile:
         compile_blocks(wan)
         compile_blocks(ours)
         run("diffusers compiled (default SDPA)", wan_fn)
-        run("diffusers compiled (cuDNN SDPA)", wan_fn, cudnn)
-        run("ours compiled (cuDNN SDPA)", ours_fn, cudnn)
-        with torch.inference_mode(), cudnn():
+        run("ours compiled (default SDPA)", ours_fn)
+        with torch.inference_mode():
             out_c = ours(x, t, ctx).float()
-        rel_c = ((out_c - ref).norm() / ref.norm()).item()
+            rel_c = ((out_c - ref).norm() / ref.norm()).item()
+            for name, fn in (("diffusers compiled", wan_fn), ("ours compiled", ours_fn)):
+                try:
+                    breakdowns[name] = kernel_breakdown(fn)
+                except Exception as exc:  # the profiler is a diagnostic: never lose the timings to it
+                    print(f"  profiler failed for {name}: {exc!r}")
     anchor = dict(rows).get("diffusers compiled (default SDPA)", rows[0][1])
 
     print()
@@ -165,7 +226,11 @@ def main() -> int:
     print(f"\nanchor = diffusers compiled (default SDPA) where compiled, else diffusers eager")
     print(f"relative L2 error ours vs diffusers (eager, bf16): {rel:.2e}")
     if not args.no_compile:
-        print(f"relative L2 error ours compiled+cuDNN vs diffusers eager (bf16): {rel_c:.2e}")
+        print(f"relative L2 error ours compiled vs diffusers eager (bf16): {rel_c:.2e}")
+    for name, kinds in breakdowns.items():
+        total_ms = sum(kinds.values())
+        print(f"CUDA kernel time, {name}: {total_ms:.1f} ms = " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
     print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     return 0
 
