@@ -33,7 +33,7 @@ from service.catalog import Catalog, ServedModel
 from service.config import Settings, get_settings
 from service.jobs import WorkerJobs, to_public
 from service.logs import configure_logging
-from service.safety import PolicyViolation, enforce_policy, get_policy, policy_error
+from service.safety import PolicyViolation, enforce_policy, policy_error
 from service.storage import ASSETS, Storage, asset_key, open_storage
 from workers import media
 from workers.celery_app import GENERATE_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK, app
@@ -182,7 +182,6 @@ def _start_process(**_: Any) -> None:
     from workers.output_check import get_output_check
 
     get_output_check(device=ctx.settings.device)  # a misconfigured output check fails here, at start
-    get_policy()  # and so does a broken SPACETIME_POLICY_FILE
     stop = threading.Event()
     threading.Thread(target=heartbeat_loop, args=(ctx, stop), name="heartbeat", daemon=True).start()
 

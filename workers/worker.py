@@ -46,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
         args.concurrency = 1  # one pool process coordinates all the ranks
     from service.catalog import Catalog
     from service.config import get_settings
+    from service.safety import get_policy
 
     try:
         settings = get_settings()
         catalog = Catalog.load(settings.models_file)
+        get_policy()  # the worker re-checks prompts: a broken SPACETIME_POLICY_FILE stops it here
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,3 +143,12 @@ def test_worker_rechecks_the_prompt_under_the_policy_in_force_when_the_job_runs(
     log = safety.blocker.text()
     assert f'"prompt_sha256": "{prompt_hash(prompt)}", "category": "airships"' in log
     assert "zeppelin" not in log and "marshland" not in log  # the hash is logged, never the text
+
+
+def test_worker_with_a_broken_policy_file_refuses_to_start(stack_env: dict[str, str], tmp_path: Path) -> None:
+    broken = tmp_path / "policy.json"
+    broken.write_text('{"version": 1, "categories": [')
+    done = subprocess.run([sys.executable, "-m", "workers.cli", "worker", "--models", "spacetime-tiny"],
+                          env={**stack_env, "SPACETIME_POLICY_FILE": str(broken)}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and f"error: policy file {broken} is not valid JSON" in done.stderr, done.stderr
