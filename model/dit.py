@@ -73,8 +73,8 @@ def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, de
     """3D RoPE rotations: head_dim split into t/h/w parts (h = w = 2*(d//6), t gets the rest).
 
     Returns float32 (N, head_dim/2, 2) = (cos, sin) of each angle, N = t*h*w in (t, h, w) raster
-    order; rotation pair j acts on channels (2j, 2j+1) (interleaved layout, as Wan). Real cos/sin
-    rather than complex numbers: torch.compile fuses real elementwise math into one kernel.
+    order; rotation pair j acts on channels (2j, 2j+1) (interleaved layout, as Wan). Stored real
+    (shards and slices like any tensor), applied as complex numbers (a free view, see apply_rope).
     """
     hw_dim = 2 * (head_dim // 6)
     dims = (head_dim - 2 * hw_dim, hw_dim, hw_dim)
@@ -91,11 +91,13 @@ def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, de
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of x (B, heads, N, d) by rope (N, d/2, 2); float32 math, as diffusers' Wan."""
-    cos, sin = rope.unbind(-1)  # (N, d/2) each, float32
-    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, N, d/2): even and odd channels
-    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # float32 (promotion)
-    return rotated.flatten(-2).type_as(x)  # (B, heads, N, d)
+    """Rotate channel pairs of x (B, heads, N, d) by rope (N, d/2, 2); float32 math, as diffusers' Wan.
+
+    One complex multiply: measured on an H200 at Wan2.1-1.3B size, the same rotation written as
+    real cos/sin arithmetic made an eager forward 6 % slower (more float32 passes) and a compiled
+    one no faster (docs/performance.md)."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, heads, N, d/2) complex
+    return torch.view_as_real(pairs * torch.view_as_complex(rope)).flatten(-2).type_as(x)  # (B, heads, N, d)
 
 
 class FP32LayerNorm(nn.LayerNorm):
