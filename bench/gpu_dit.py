@@ -11,8 +11,9 @@ transformer block (the 30 blocks share one compiled graph), for both models alik
 The floor is what the GPU's measured rates allow: attention FLOPs at the cuDNN SDPA rate measured
 at this shape plus every other FLOP at the measured bf16 matmul rate.
 
-"ours eager, first version" runs our model with its first kernels patched back in (complex RoPE,
-separate q/k/v matmuls) for an A/B on the same GPU. The last part profiles one compiled forward of
+"ours eager, tried variant" runs our model with a variant patched in (RoPE as real cos/sin
+arithmetic, q/k/v as one fused matmul) for an A/B on the same GPU: it measured slower in eager and
+no faster compiled (docs/performance.md), so the model keeps its kernels. The last part profiles one compiled forward of
 each model and splits CUDA kernel time into matmuls, attention, Triton (inductor's fused
 elementwise/norm kernels) and the rest: where the gap to the floor is.
 """
@@ -74,18 +75,24 @@ def attention_rate(backend: SDPBackend, heads: int, tokens: int, head_dim: int, 
 
 
 @contextmanager
-def first_version_kernels():
-    """Our model as first measured: RoPE in complex64, q, k, v as three matmuls."""
+def tried_variant_kernels():
+    """The variant tried and measured: RoPE as real cos/sin arithmetic, self-attention q/k/v as one matmul."""
 
-    def apply_rope(x, rope):  # rope (N, d/2, 2) = (cos, sin) -> complex (N, d/2)
-        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-        return torch.view_as_real(pairs * torch.view_as_complex(rope)).flatten(-2).type_as(x)
+    def apply_rope(x, rope):  # rope (N, d/2, 2) = (cos, sin)
+        cos, sin = rope.unbind(-1)
+        x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
 
     def forward(self, x, context=None, mask=None, rope=None, attend=None):
-        context = x if context is None else context
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-        v = self.v(context).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        if context is None:
+            weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))
+            bias = torch.cat((self.q.bias, self.k.bias, self.v.bias))
+            q, k, v = torch.nn.functional.linear(x, weight, bias).chunk(3, dim=-1)
+        else:
+            q, k, v = self.q(x), self.k(context), self.v(context)
+        q = self.norm_q(q).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        k = self.norm_k(k).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        v = v.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         return self.o(dit_module.attention(q, k, v, mask).transpose(1, 2).flatten(2).type_as(x))
@@ -200,8 +207,8 @@ def main() -> int:
     wan_fn = lambda: wan(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
     ours_fn = lambda: ours(x, t, ctx)  # noqa: E731
     run("diffusers eager (default SDPA)", wan_fn)
-    run("ours eager, first version (complex RoPE, q/k/v apart)", ours_fn, first_version_kernels)
     run("ours eager (default SDPA)", ours_fn)
+    run("ours eager, tried variant (real RoPE, fused q/k/v)", ours_fn, tried_variant_kernels)
     breakdowns = {}
     if not args.no_compile:
         compile_blocks(wan)
