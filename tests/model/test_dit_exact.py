@@ -1,6 +1,6 @@
-"""Exact mode stays exact: the speed work in model/dit.py (fused QKV, real-valued RoPE) changes no
-float32 output. The golden outputs were recorded from the model before that work (commit ffa9329),
-for the shipped tiny weights and for a small random config with 3 heads (an unequal t/h/w RoPE split)."""
+"""Exact mode stays exact: speed work in model/dit.py may change no float32 output. The golden
+outputs were recorded from the model at commit ffa9329, for the shipped tiny weights and for a small
+random config with 3 heads (an unequal t/h/w RoPE split)."""
 
 from __future__ import annotations
 
