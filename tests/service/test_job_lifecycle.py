@@ -4,6 +4,7 @@ workers drive it: claims, heartbeats, requeues, the attempt cap, cancel and fini
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -39,14 +40,19 @@ def cancel(redis_url: str, job_id: str) -> str:
 
 
 @pytest.fixture()
-def r(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url, decode_responses=True)
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    # These stand-in workers share the session's Redis: their heartbeats must not outlive the test,
+    # or /readyz in a later test would count them as live workers.
+    for key in client.scan_iter(match=worker_key("lc-*")):
+        client.delete(key)
 
 
 def worker(r: redis.Redis, name: str, alive: bool = True) -> WorkerJobs:
     w = WorkerJobs(r, name)
     if alive:
-        w.heartbeat(["spacetime-parked"], ttl_s=30)
+        w.heartbeat(["lifecycle-test-model"], ttl_s=30)  # a model no other test asks /readyz about
     return w
 
 
