@@ -4,8 +4,8 @@ host names, ports and mount points), then a job pushed through them to a decoded
 file's healthchecks, and each fault script of bench/faults/ at one trial.
 
 One stack for the module (starting workers costs most of the time). The order matters and is
-the file order: the worker-SIGTERM test replaces the worker it stops; the worker-SIGKILL test
-runs last because it leaves one worker.
+the file order: the worker-SIGKILL test leaves one worker, which the worker-SIGTERM test, last,
+stops.
 """
 
 from __future__ import annotations
@@ -106,16 +106,17 @@ def test_redis_restart_keeps_jobs_and_gateway_answers_503(run: Run) -> None:
     assert "503x" in down
 
 
-def test_worker_sigterm_finishes_its_job_then_exits(run: Run) -> None:
-    """An upgrade: SIGTERM to the worker's main process (what `docker compose up` sends)."""
-    audit = worker_kill.run_trials(run.stack, run.ledger, trials=1, replace=True, term=True)
+def test_worker_sigkill_mid_job_completes_on_the_other_worker(run: Run) -> None:
+    audit = worker_kill.run_trials(run.stack, run.ledger, trials=1, replace=False)
     check(audit)
     assert audit.completed == 1
     assert not [n for n in audit.notes if "attempts recorded" in n], audit.notes
 
 
-def test_worker_sigkill_mid_job_completes_on_the_other_worker(run: Run) -> None:
-    audit = worker_kill.run_trials(run.stack, run.ledger, trials=1, replace=False)
+def test_worker_sigterm_finishes_its_job_then_exits(run: Run) -> None:
+    """An upgrade: SIGTERM to the worker's main process (what `docker compose up` sends). Runs on
+    the one worker the SIGKILL test left."""
+    audit = worker_kill.run_trials(run.stack, run.ledger, trials=1, replace=False, term=True)
     check(audit)
     assert audit.completed == 1
     assert not [n for n in audit.notes if "attempts recorded" in n], audit.notes
