@@ -4,7 +4,7 @@ The Celery pool process stays the coordinator: it holds no GPU and no process gr
 that dies cannot take it down. `RankGroupPipeline` looks like a pipeline to `workers/tasks.py`
 (same call, `weights_hash`, `is_random_weights`), and behind the call:
 
-    pool process ──job──▶ rank 0 … rank N-1   (torch.multiprocessing spawn, one GPU each, NCCL;
+    pool process ──job──▶ rank 0 … rank N-1   (subprocesses, one GPU each, NCCL;
          ▲                   │ parallel_generate: sequence (+ guidance) parallel, tile-parallel decode
          └─progress? / frames┘ rank 0 asks "go on?" every step; its answer is broadcast to all ranks
 
@@ -18,25 +18,34 @@ are raised by every rank alike and leave the group running.
 
 from __future__ import annotations
 
+import argparse
 import logging
-import multiprocessing as mp
 import os
+import secrets
+import socket
+import subprocess
+import sys
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge, wait
 from typing import Any, Callable
 
 import numpy as np
-
-from model.parallel import free_port
 
 log = logging.getLogger("spacetime.worker.multigpu")
 GPUS_ENV = "SPACETIME_WORKER_GPUS"  # ranks per worker (set by `spacetime worker --gpus N`)
 CFG_PARALLEL_ENV = "SPACETIME_WORKER_CFG_PARALLEL"  # "1": guidance parallel when N is even
 RANK_TIMEOUT_ENV = "SPACETIME_RANK_TIMEOUT_S"
+KEY_ENV = "SPACETIME_RANK_KEY"  # hex authkey of the coordinator's socket, handed to its ranks only
 
 
 class RankFailed(RuntimeError):
     """A rank died, raised or went silent; the job fails and the ranks restart."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _rank_main(rank: int, world_size: int, port: int, source: str, device: str, cfg_size: int, conn: Connection) -> None:
@@ -63,7 +72,7 @@ def _rank_main(rank: int, world_size: int, port: int, source: str, device: str, 
         return bool(conn.recv())
 
     while True:
-        message = conn.recv()
+        message = conn.recv()  # EOFError when the coordinator is gone: this rank exits
         if message[0] == "stop":
             break
         try:
@@ -90,40 +99,57 @@ class RankGroupPipeline:
         self.cfg_size = 2 if cfg_parallel and world_size % 2 == 0 else 1
         self.rank_timeout_s, self.start_timeout_s = rank_timeout_s, start_timeout_s
         self.weights_hash, self.is_random_weights = "", None
-        self.processes: list[mp.process.BaseProcess] = []
+        self.processes: list[subprocess.Popen] = []
         self.conns: list[Connection] = []
         self.start()
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Spawn the ranks and wait until every one has loaded the pipeline."""
-        context = mp.get_context("spawn")
-        port = free_port()
+        """Start the ranks and wait until every one has loaded the pipeline.
+
+        Plain subprocesses, not multiprocessing: Celery's prefork pool process is daemonic and its
+        multiprocessing state cannot start children. Each rank dials back to a one-off socket
+        (random authkey, 127.0.0.1) and speaks multiprocessing's Connection protocol on it.
+        """
+        key = secrets.token_bytes(32)
+        deadline = time.monotonic() + self.start_timeout_s
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            server.settimeout(1.0)
+            env = {**os.environ, KEY_ENV: key.hex()}
+            dist_port = _free_port()
+            for rank in range(self.world_size):
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "workers.multigpu", str(rank), str(self.world_size), str(dist_port),
+                     self.source, self.device, str(self.cfg_size), str(server.getsockname()[1])], env=env))
+            by_rank: dict[int, Connection] = {}
+            while len(by_rank) < self.world_size:
+                dead = [r for r, p in enumerate(self.processes) if p.poll() is not None]
+                if dead or time.monotonic() > deadline:
+                    self.stop()
+                    raise RankFailed(f"ranks {dead} exited while starting" if dead else "ranks did not start in time")
+                try:
+                    sock, _ = server.accept()
+                except TimeoutError:
+                    continue
+                sock.settimeout(None)
+                conn = Connection(sock.detach())
+                deliver_challenge(conn, key)
+                answer_challenge(conn, key)
+                by_rank[int(conn.recv())] = conn
+        self.conns = [by_rank[r] for r in range(self.world_size)]
         for rank in range(self.world_size):
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_rank_main, name=f"spacetime-rank-{rank}", daemon=True,
-                args=(rank, self.world_size, port, self.source, self.device, self.cfg_size, theirs),
-            )
-            process.start()
-            theirs.close()
-            self.processes.append(process)
-            self.conns.append(ours)
-        started = time.monotonic()
-        for rank in range(self.world_size):
-            message = self._receive(rank, self.start_timeout_s - (time.monotonic() - started), "starting")
+            message = self._receive(rank, deadline - time.monotonic(), "starting")
             if message[0] != "ready":
                 self.stop()
                 raise RankFailed(f"rank {rank} did not start: {message}")
             if rank == 0:
                 self.weights_hash = message[1]["weights_hash"]
                 self.is_random_weights = message[1]["is_random_weights"]
-        log.info("ranks ready", extra={"ranks": self.world_size, "cfg_size": self.cfg_size,
-                                       "load_s": round(time.monotonic() - started, 1)})
+        log.info("ranks ready", extra={"ranks": self.world_size, "cfg_size": self.cfg_size})
 
     def stop(self) -> None:
-        """Ask the ranks to leave, then terminate any that do not."""
+        """Ask the ranks to leave, then kill any that do not."""
         for conn in self.conns:
             try:
                 conn.send(("stop",))
@@ -131,17 +157,18 @@ class RankGroupPipeline:
                 pass
         deadline = time.monotonic() + 10
         for process in self.processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join(5)
+                process.wait(5)
         for conn in self.conns:
             conn.close()
         self.processes, self.conns = [], []
 
     @property
     def running(self) -> bool:
-        return bool(self.processes) and all(p.is_alive() for p in self.processes)
+        return len(self.conns) == self.world_size and all(p.poll() is None for p in self.processes)
 
     # ------------------------------------------------------------------ the pipeline call
 
@@ -176,44 +203,41 @@ class RankGroupPipeline:
         if kinds == {"invalid"}:
             raise ValueError(outcomes[0][1])
         self.stop()
-        failed = {rank: message[1:] for rank, message in outcomes.items() if message[0] not in ("done",)}
+        failed = {rank: message[1:] for rank, message in outcomes.items() if message[0] != "done"}
         raise RankFailed(f"ranks disagreed or failed: {failed}")
 
     # ------------------------------------------------------------------ messages
 
+    def _exit_code(self, rank: int) -> int | None:
+        try:
+            return self.processes[rank].wait(5)
+        except subprocess.TimeoutExpired:
+            return None
+
     def _receive(self, rank: int, timeout_s: float, doing: str) -> tuple:
-        conn, process = self.conns[rank], self.processes[rank]
-        ready = wait([conn, process.sentinel], timeout=max(0.0, timeout_s))
-        if conn in ready:
+        if wait([self.conns[rank]], timeout=max(0.0, timeout_s)):
             try:
-                return conn.recv()
-            except EOFError:
-                pass
-        if process.sentinel in ready or not process.is_alive():
-            process.join(1)
-            self.stop()
-            raise RankFailed(f"rank {rank} exited while {doing} (exit code {process.exitcode})")
+                return self.conns[rank].recv()
+            except (EOFError, OSError):
+                code = self._exit_code(rank)
+                self.stop()
+                raise RankFailed(f"rank {rank} exited while {doing} (exit code {code})") from None
         self.stop()
         raise RankFailed(f"rank {rank} silent for {timeout_s:.0f} s while {doing}")
 
     def _receive_any(self, finished: dict[int, tuple]) -> tuple[int, tuple]:
-        """The next message from any unfinished rank; a dead rank (even a finished one) fails the job."""
+        """The next message from any unfinished rank; a closed connection means that rank died."""
         pending = [r for r in range(self.world_size) if r not in finished]
-        waitables = [self.conns[r] for r in pending] + [p.sentinel for p in self.processes]
-        ready = wait(waitables, timeout=self.rank_timeout_s)
-        for rank in pending:  # messages first: a rank that reported an error and exited said why
-            if self.conns[rank] in ready:
-                try:
-                    return rank, self.conns[rank].recv()
-                except EOFError:
-                    pass
-        for rank, process in enumerate(self.processes):
-            if process.sentinel in ready or not process.is_alive():
-                process.join(1)
-                said = {r: m[1] for r, m in finished.items() if m[0] == "error"}
-                raise RankFailed(f"rank {rank} died during the job (exit code {process.exitcode})"
-                                 f"{f', errors: {said}' if said else ''}; the ranks restart for the next job")
-        raise RankFailed(f"no word from ranks {pending} for {self.rank_timeout_s:.0f} s; the ranks restart")
+        ready = wait([self.conns[r] for r in pending], timeout=self.rank_timeout_s)
+        if not ready:
+            raise RankFailed(f"no word from ranks {pending} for {self.rank_timeout_s:.0f} s; the ranks restart")
+        rank = pending[[self.conns[r] for r in pending].index(ready[0])]
+        try:
+            return rank, self.conns[rank].recv()
+        except (EOFError, OSError):
+            said = {r: m[1] for r, m in finished.items() if m[0] == "error"}
+            raise RankFailed(f"rank {rank} died during the job (exit code {self._exit_code(rank)})"
+                             f"{f', errors: {said}' if said else ''}; the ranks restart for the next job") from None
 
 
 def rank_group_from_env(source: str, device: str) -> RankGroupPipeline | None:
@@ -224,3 +248,19 @@ def rank_group_from_env(source: str, device: str) -> RankGroupPipeline | None:
     return RankGroupPipeline(source, world_size, device=device.split(":")[0],
                              cfg_parallel=os.environ.get(CFG_PARALLEL_ENV, "1") == "1",
                              rank_timeout_s=float(os.environ.get(RANK_TIMEOUT_ENV, "600")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """A rank process: `python -m workers.multigpu RANK WORLD DIST_PORT SOURCE DEVICE CFG COORD_PORT`."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    for name, kind in (("rank", int), ("world_size", int), ("dist_port", int), ("source", str), ("device", str),
+                       ("cfg_size", int), ("coordinator_port", int)):
+        parser.add_argument(name, type=kind)
+    args = parser.parse_args(argv)
+    conn = Client(("127.0.0.1", args.coordinator_port), authkey=bytes.fromhex(os.environ.pop(KEY_ENV)))
+    conn.send(args.rank)
+    _rank_main(args.rank, args.world_size, args.dist_port, args.source, args.device, args.cfg_size, conn)
+
+
+if __name__ == "__main__":
+    main()
