@@ -1,0 +1,158 @@
+"""One GPU vs N GPUs for one video: per-forward and whole-video time, speedup and efficiency.
+
+VideoDiT at Wan2.1 shapes with random weights built directly in bf16 on each GPU (14B would not
+fit in fp32), text states random at 512 tokens, batch 2 (prompt + negative prompt, guidance 5).
+N ranks run `ParallelVideoDiT` (model/parallel.py): guidance 2 x sequence N/2 when N is even
+(`--no-cfg-parallel`: sequence N), NCCL with NVLS off. The whole video is `--steps` denoising
+steps plus the tile-parallel decode of a random Wan-shaped VAE; the text encoder is left out.
+
+    python bench/multigpu.py [--gpus N] [--presets wan2.1-1.3b,wan2.1-14b] [--sizes 480p,720p]
+                             [--frames 81] [--steps 50] [--layers L] [--repeats 3]
+    python bench/multigpu.py --device cpu --tiny      # gloo, the tiny preset: checks the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from model.dit import VideoDiT  # noqa: E402
+from model.parallel import ParallelVideoDiT, make_mesh, run_ranks  # noqa: E402
+from model.parallel_pipeline import decode_latents_parallel  # noqa: E402
+from model.presets import get_preset  # noqa: E402
+from model.sampling import guided_velocity, sample_latents  # noqa: E402
+from model.vae import build_vae, decode_latents  # noqa: E402
+
+SIZES = {"480p": (480, 832), "720p": (720, 1280), "tiny": (64, 64)}  # (height, width) in pixels
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _case(rank: int, world_size: int, spec: dict, out_path: str) -> None:
+    """One (preset, size) case on world_size ranks; rank 0 writes ms per forward and video seconds."""
+    cuda = spec["device"] == "cuda"
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    if not cuda:
+        torch.set_num_threads(1)
+    preset = get_preset(spec["preset"])
+    cfg = preset.dit if spec["layers"] is None else dataclasses.replace(preset.dit, num_layers=spec["layers"])
+    height, width = SIZES[spec["size"]]
+    latent = ((spec["frames"] - 1) // 4 + 1, height // 8, width // 8)
+    torch.manual_seed(0)
+    torch.set_default_dtype(dtype)  # build in bf16 directly, on the device
+    try:
+        with device:
+            dit = VideoDiT(cfg).eval()
+            vae = build_vae(preset.vae).float() if spec["steps"] else None
+    finally:
+        torch.set_default_dtype(torch.float32)
+    torch.nn.init.normal_(dit.t_projection.weight, std=0.02)  # non-trivial adaLN
+    model = dit
+    if world_size > 1:
+        model = ParallelVideoDiT(dit, make_mesh(cfg_size=2 if spec["cfg_parallel"] and world_size % 2 == 0 else 1))
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.randn(1, cfg.in_channels, *latent, generator=g, device=device)
+    text_len = preset.text.max_length
+    states = torch.randn(2, text_len, cfg.text_dim, generator=g, device=device, dtype=dtype)
+    cond, uncond = (states[:1], None), (states[1:], None)
+    t = torch.tensor([500.0], device=device)
+    with torch.inference_mode():
+        # 1. Per forward (batch 2: the guided pair), after one warm-up.
+        guided_velocity(model, x, t, cond, uncond, 5.0)
+        _sync(device)
+        if world_size > 1:
+            dist.barrier()
+        started = time.perf_counter()
+        for _ in range(spec["repeats"]):
+            guided_velocity(model, x, t, cond, uncond, 5.0)
+        _sync(device)
+        ms = (time.perf_counter() - started) / spec["repeats"] * 1e3
+        # 2. Whole video: denoising steps + decode (tile-parallel over the ranks).
+        video_s = None
+        if spec["steps"]:
+            vae.enable_tiling()
+            if world_size > 1:
+                dist.barrier()
+            started = time.perf_counter()
+            latents = sample_latents(model, tuple(x.shape), cond, uncond, spec["steps"], 5.0,
+                                     torch.Generator(device).manual_seed(1), shift=preset.defaults.shift)
+            if world_size > 1:
+                decode_latents_parallel(vae, latents, dist.group.WORLD)
+            else:
+                decode_latents(vae, latents, tiling=True)
+            _sync(device)
+            video_s = time.perf_counter() - started
+    if rank == 0:
+        peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else 0.0
+        Path(out_path).write_text(json.dumps({"ms": ms, "video_s": video_s, "peak_gb": peak_gb}))
+
+
+def measure(spec: dict, world_size: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        run_ranks(_case, world_size, spec, out, backend="nccl" if spec["device"] == "cuda" else "gloo")
+        return json.loads(Path(out).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gpus", type=int, default=None, help="ranks to compare with one (default: all GPUs; 2 on the CPU)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="spacetime-tiny at 64x64, 9 frames, 2 steps (script check)")
+    parser.add_argument("--presets", default="wan2.1-1.3b,wan2.1-14b")
+    parser.add_argument("--sizes", default="480p,720p")
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps of the whole-video run (0: skip it)")
+    parser.add_argument("--layers", type=int, default=None, help="fewer DiT layers (scale the times yourself)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-cfg-parallel", action="store_true")
+    args = parser.parse_args()
+    if args.tiny:
+        args.presets, args.sizes, args.frames, args.steps = "spacetime-tiny", "tiny", 9, min(args.steps, 2)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run with --device cpu --tiny to check the script")
+    gpus = args.gpus or (torch.cuda.device_count() if args.device == "cuda" else 2)
+    if gpus < 2:
+        sys.exit(f"need at least 2 ranks to compare, got {gpus}")
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (gloo)"
+    cfg_size = 1 if args.no_cfg_parallel or gpus % 2 else 2
+    mode = f"guidance {cfg_size} x sequence {gpus // cfg_size}"
+    print(f"{where}, torch {torch.__version__}, {gpus} ranks ({mode}), {args.frames} frames, "
+          f"{args.steps} steps + decode, layers {args.layers or 'all'}")
+    header = (f"{'model':<16}{'size':<6}{'ranks':>6}{'ms/fwd':>10}{'speedup':>9}{'eff.':>7}"
+              f"{'video s':>10}{'speedup':>9}{'eff.':>7}{'peak GB':>9}")
+    print(header)
+    for preset in args.presets.split(","):
+        for size in args.sizes.split(","):
+            spec = dict(device=args.device, preset=preset, size=size, frames=args.frames, steps=args.steps,
+                        layers=args.layers, repeats=args.repeats, cfg_parallel=not args.no_cfg_parallel)
+            base = measure(spec, 1)
+            for ranks, r in ((1, base), (gpus, measure(spec, gpus))):
+                fwd_speedup = base["ms"] / r["ms"]
+                line = f"{preset:<16}{size:<6}{ranks:>6}{r['ms']:>10.1f}{fwd_speedup:>9.2f}{fwd_speedup / ranks:>7.0%}"
+                if r["video_s"] is not None:
+                    vid_speedup = base["video_s"] / r["video_s"]
+                    line += f"{r['video_s']:>10.1f}{vid_speedup:>9.2f}{vid_speedup / ranks:>7.0%}"
+                else:
+                    line += f"{'-':>10}{'-':>9}{'-':>7}"
+                print(line + f"{r['peak_gb']:>9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
