@@ -52,6 +52,27 @@ def load_model(source: str, device: str) -> Any:
     return rank_group_from_env(source, device) or load_pipeline(source, device=device)  # --gpus N: N ranks
 
 
+def cpu_threads(configured: int, cores: int, processes: int) -> int:
+    """Torch intra-op threads for one CPU worker process: SPACETIME_CPU_THREADS when set, else the
+    cores shared out among the pool processes (at least 1). More threads than a process's share
+    spin against each other: on the 2-core dev VM under outside load, 2 threads made a tiny-model
+    denoise about 15x slower than 1 (docs/performance.md)."""
+    return configured if configured > 0 else max(1, cores // max(1, processes))
+
+
+def set_cpu_threads(settings: Settings) -> int | None:
+    """Apply cpu_threads in this process when it runs on the CPU; returns the number set."""
+    if not settings.device.startswith("cpu"):
+        return None
+    import torch
+
+    from workers.worker import PROCESSES_ENV
+
+    threads = cpu_threads(settings.cpu_threads, len(os.sched_getaffinity(0)), int(os.environ.get(PROCESSES_ENV, "1")))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool]) -> np.ndarray:
     """The one place the worker calls a pipeline: job record -> uint8 frames (T, H, W, 3)."""
     width_px, height_px = model.parse_size(job["size"])
@@ -175,6 +196,9 @@ def _start_process(**_: Any) -> None:
     """In each pool process: JSON logs, load this worker's pipelines, then start heartbeating."""
     configure_logging(get_settings().log_level)
     ctx = context()
+    threads = set_cpu_threads(ctx.settings)
+    if threads is not None:
+        log.info("cpu threads set", extra={"threads": threads})
     for name in ctx.models:
         model = ctx.catalog.get(name)
         if model is not None:

@@ -13,6 +13,8 @@ import os
 import socket
 import sys
 
+PROCESSES_ENV = "SPACETIME_WORKER_PROCESSES"  # pool processes of this worker (read by workers/tasks.py)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="spacetime-tiny", help="comma-separated served models (default: spacetime-tiny)")
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device:
         os.environ["SPACETIME_DEVICE"] = args.device
     os.environ["SPACETIME_WORKER_MODELS"] = args.models
+    os.environ[PROCESSES_ENV] = str(args.concurrency)  # CPU workers split the cores among pool processes
     if args.gpus < 1:
         print(f"error: --gpus must be at least 1, got {args.gpus}", file=sys.stderr)
         return 2
