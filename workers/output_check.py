@@ -141,6 +141,22 @@ class OutputCheck:
         return verdict
 
 
+def validate_folder(folder: str | Path) -> OutputCheckConfig:
+    """Check an output-check folder without loading the model (no torch): its config.json labels
+    and the block mapping. `spacetime worker` calls this before Celery starts, because an error
+    raised later, in Celery's process-init signal, is only logged and the worker would run on."""
+    folder = Path(folder)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise OutputCheckError(f"{MODEL_ENV}={folder}: not a model folder (no config.json)")
+    try:
+        id2label = json.loads(config.read_text()).get("id2label") or {}
+    except json.JSONDecodeError as exc:
+        raise OutputCheckError(f"{config} is not valid JSON: {exc}") from None
+    labels = [id2label[k] for k in sorted(id2label, key=int)]
+    return OutputCheckConfig.load(folder, labels)
+
+
 _loaded: dict[tuple[str, str], OutputCheck] = {}
 
 

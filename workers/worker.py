@@ -50,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
     from service.catalog import Catalog
     from service.config import get_settings
     from service.safety import get_policy
+    from workers.output_check import MODEL_ENV as OUTPUT_CHECK_ENV
+    from workers.output_check import validate_folder as validate_output_check
 
     try:
         settings = get_settings()
         catalog = Catalog.load(settings.models_file)
         get_policy()  # the worker re-checks prompts: a broken SPACETIME_POLICY_FILE stops it here
-    except ValueError as exc:
+        if os.environ.get(OUTPUT_CHECK_ENV):  # likewise a broken output-check folder
+            validate_output_check(os.environ[OUTPUT_CHECK_ENV])
+    except ValueError as exc:  # OutputCheckError is one too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -101,3 +101,28 @@ def test_rejects_frames_of_the_wrong_shape(tmp_path: Path) -> None:
     check = OutputCheck(make_classifier(tmp_path / "shape", (0.0, 0.0)))
     with pytest.raises(ValueError, match="uint8"):
         check.check(video().astype(np.float32))
+
+
+def test_validate_folder_reads_labels_and_mapping_without_loading_the_model(tmp_path: Path) -> None:
+    folder = make_classifier(tmp_path / "clf", bias=(0.0, 0.0))
+    config = output_check.validate_folder(folder)
+    assert config.block_labels == frozenset({"nsfw"})
+    with pytest.raises(OutputCheckError, match="no config.json"):
+        output_check.validate_folder(tmp_path / "missing")
+    (folder / output_check.CONFIG_FILE).write_text(json.dumps({"block_labels": ["violence"]}))
+    with pytest.raises(OutputCheckError, match="not labels of the model"):
+        output_check.validate_folder(folder)
+
+
+def test_spacetime_worker_refuses_a_broken_output_check_folder_before_taking_jobs(tmp_path: Path) -> None:
+    # Celery only logs errors raised in its process-init signal, so the check runs before Celery starts.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, output_check.MODEL_ENV: str(tmp_path / "missing"), "SPACETIME_EMBEDDED": "1",
+           "SPACETIME_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "workers.cli", "worker", "--models", "spacetime-tiny"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no config.json" in done.stderr
