@@ -105,7 +105,14 @@ def _with_poll_hint(response: Response, video: VideoPublic, poll_after_ms: int) 
     return video
 
 
-@router.post("", response_model=VideoPublic, response_model_exclude_none=False)
+# The body is read by hand (JSON, or the multipart form the openai SDK sends), so FastAPI cannot
+# infer it: describe it in the OpenAPI schema for clients and fuzzers.
+_CREATE_BODY = VideoCreate.model_json_schema()
+CREATE_OPENAPI = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _CREATE_BODY}, "multipart/form-data": {"schema": _CREATE_BODY}}}}
+
+
+@router.post("", response_model=VideoPublic, response_model_exclude_none=False, openapi_extra=CREATE_OPENAPI)
 async def create_video(
     request: Request, response: Response, principal: PrincipalDep, settings: SettingsDep, jobs: JobsDep,
     catalog: CatalogDep,
