@@ -59,17 +59,24 @@ def _rank_main(rank: int, world_size: int, port: int, source: str, device: str, 
     cuda = device.startswith("cuda")
     if not cuda:
         torch.set_num_threads(1)  # N CPU ranks share the cores
-    init_rank(rank, world_size, port, "nccl" if cuda else "gloo")
-    pipe = load_pipeline(source, device=f"cuda:{rank}" if cuda else "cpu")
-    if not isinstance(pipe, TextToVideoPipeline):
-        raise TypeError(f"{source}: only native pipelines (VideoDiT) run across GPUs, not {type(pipe).__name__}")
-    mesh = make_mesh(cfg_size)
+    try:
+        pipe = load_pipeline(source, device=f"cuda:{rank}" if cuda else "cpu")
+        if not isinstance(pipe, TextToVideoPipeline):
+            raise TypeError(f"{source}: only native pipelines (VideoDiT) run across GPUs, not {type(pipe).__name__}")
+        init_rank(rank, world_size, port, "nccl" if cuda else "gloo")
+        mesh = make_mesh(cfg_size)
+    except Exception as exc:  # say why before exiting: the coordinator puts it in the job's error
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
     info = {"weights_hash": pipe.weights_hash, "is_random_weights": pipe.is_random_weights} if rank == 0 else {}
     conn.send(("ready", info))
 
     def ask_coordinator(step: int, total: int) -> bool:
         conn.send(("step", step, total))
-        return bool(conn.recv())
+        answer = conn.recv()
+        if not isinstance(answer, bool):  # ("stop",): the coordinator gave up on this job
+            raise SystemExit(0)
+        return answer
 
     while True:
         message = conn.recv()  # EOFError when the coordinator is gone: this rank exits
@@ -124,13 +131,13 @@ class RankGroupPipeline:
                      self.source, self.device, str(self.cfg_size), str(server.getsockname()[1])], env=env))
             by_rank: dict[int, Connection] = {}
             while len(by_rank) < self.world_size:
-                dead = [r for r, p in enumerate(self.processes) if p.poll() is not None]
-                if dead or time.monotonic() > deadline:
-                    self.stop()
-                    raise RankFailed(f"ranks {dead} exited while starting" if dead else "ranks did not start in time")
                 try:
                     sock, _ = server.accept()
                 except TimeoutError:
+                    dead = [r for r, p in enumerate(self.processes) if p.poll() is not None]
+                    if dead or time.monotonic() > deadline:
+                        self.stop()
+                        raise RankFailed(f"ranks {dead} exited while starting" if dead else "ranks did not start in time")
                     continue
                 sock.settimeout(None)
                 conn = Connection(sock.detach())
@@ -138,14 +145,19 @@ class RankGroupPipeline:
                 answer_challenge(conn, key)
                 by_rank[int(conn.recv())] = conn
         self.conns = [by_rank[r] for r in range(self.world_size)]
-        for rank in range(self.world_size):
-            message = self._receive(rank, deadline - time.monotonic(), "starting")
+        ready: dict[int, tuple] = {}
+        while len(ready) < self.world_size:  # any rank's failure ends the start (the others may wait on it)
+            try:
+                rank, message = self._receive_any(ready, timeout_s=max(0.0, deadline - time.monotonic()))
+            except RankFailed as exc:
+                self.stop()
+                raise RankFailed(f"starting: {exc}") from None
             if message[0] != "ready":
                 self.stop()
-                raise RankFailed(f"rank {rank} did not start: {message}")
-            if rank == 0:
-                self.weights_hash = message[1]["weights_hash"]
-                self.is_random_weights = message[1]["is_random_weights"]
+                raise RankFailed(f"rank {rank} did not start: {message[1]}")
+            ready[rank] = message
+        self.weights_hash = ready[0][1]["weights_hash"]
+        self.is_random_weights = ready[0][1]["is_random_weights"]
         log.info("ranks ready", extra={"ranks": self.world_size, "cfg_size": self.cfg_size})
 
     def stop(self) -> None:
@@ -214,29 +226,19 @@ class RankGroupPipeline:
         except subprocess.TimeoutExpired:
             return None
 
-    def _receive(self, rank: int, timeout_s: float, doing: str) -> tuple:
-        if wait([self.conns[rank]], timeout=max(0.0, timeout_s)):
-            try:
-                return self.conns[rank].recv()
-            except (EOFError, OSError):
-                code = self._exit_code(rank)
-                self.stop()
-                raise RankFailed(f"rank {rank} exited while {doing} (exit code {code})") from None
-        self.stop()
-        raise RankFailed(f"rank {rank} silent for {timeout_s:.0f} s while {doing}")
-
-    def _receive_any(self, finished: dict[int, tuple]) -> tuple[int, tuple]:
+    def _receive_any(self, finished: dict[int, tuple], timeout_s: float | None = None) -> tuple[int, tuple]:
         """The next message from any unfinished rank; a closed connection means that rank died."""
         pending = [r for r in range(self.world_size) if r not in finished]
-        ready = wait([self.conns[r] for r in pending], timeout=self.rank_timeout_s)
+        timeout_s = self.rank_timeout_s if timeout_s is None else timeout_s
+        ready = wait([self.conns[r] for r in pending], timeout=timeout_s)
         if not ready:
-            raise RankFailed(f"no word from ranks {pending} for {self.rank_timeout_s:.0f} s; the ranks restart")
+            raise RankFailed(f"no word from ranks {pending} for {timeout_s:.0f} s; the ranks restart")
         rank = pending[[self.conns[r] for r in pending].index(ready[0])]
         try:
             return rank, self.conns[rank].recv()
         except (EOFError, OSError):
             said = {r: m[1] for r, m in finished.items() if m[0] == "error"}
-            raise RankFailed(f"rank {rank} died during the job (exit code {self._exit_code(rank)})"
+            raise RankFailed(f"rank {rank} died (exit code {self._exit_code(rank)})"
                              f"{f', errors: {said}' if said else ''}; the ranks restart for the next job") from None
 
 

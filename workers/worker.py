@@ -3,7 +3,8 @@
     spacetime worker --models spacetime-tiny --redis-url redis://127.0.0.1:6379/0 --concurrency 1
 
 It consumes each model's queue (`video.<model>`) and the webhook queue. Each pool process
-loads the models' pipelines once and keeps them resident.
+loads the models' pipelines once and keeps them resident. `--gpus N` (N > 1) splits every video
+across N ranks, one GPU each (workers/multigpu.py, docs/model.md "Multi-GPU").
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def test_rank_group_serves_cancels_refuses_and_survives_a_dead_rank(reference):
             os.kill(group.processes[1].pid, signal.SIGKILL)
             return True
 
-        with pytest.raises(RankFailed, match="rank 1 died during the job"):
+        with pytest.raises(RankFailed, match="rank 1 died"):
             group(callback=kill_rank_1, **REQUEST)
         assert not group.running
         # ... and the next job restarts the ranks and succeeds.
@@ -72,3 +72,16 @@ def test_rank_group_serves_cancels_refuses_and_survives_a_dead_rank(reference):
 def test_a_rank_group_needs_two_ranks():
     with pytest.raises(ValueError, match="at least 2 ranks"):
         RankGroupPipeline("spacetime-tiny", 1, device="cpu")
+
+
+def test_a_rank_that_cannot_load_fails_the_start_with_its_reason():
+    with pytest.raises(RankFailed, match="did not start: ValueError: unknown preset 'no-such-model'"):
+        RankGroupPipeline("no-such-model", 2, device="cpu", start_timeout_s=120)
+
+
+def test_worker_refuses_zero_gpus(monkeypatch, capsys):
+    from workers.cli import main
+
+    monkeypatch.setenv("SPACETIME_WORKER_MODELS", "unchanged")  # restored after the test
+    assert main(["worker", "--gpus", "0"]) == 2
+    assert "--gpus must be at least 1, got 0" in capsys.readouterr().err
