@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance, >= 1 (default: the model's)")
     parser.add_argument("--negative-prompt", default="", help="what the video should avoid")
+    parser.add_argument("--quality", choices=("exact", "fast"), default="exact",
+                        help="fast: step cache + guidance on the first 60%% of steps (docs/performance.md)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is safest on a busy machine)")
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         frames = pipe(
             args.prompt, negative_prompt=args.negative_prompt, num_frames=num_frames, height=height, width=width,
             fps=fps, num_inference_steps=steps, guidance_scale=args.guidance, seed=seed, callback=progress,
+            **({"mode": "fast"} if args.quality == "fast" else {}),
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -67,3 +67,22 @@ def test_generate_as_a_real_process_says_when_weights_are_random(tmp_path):
     frames, fps = decode_mp4(out)
     assert frames.shape == (9, 32, 32, 3) and fps == 8
     assert ("random weights: output will not follow the prompt" in proc.stderr) == (not weights.exists())
+
+
+def test_generate_quality_fast_reaches_the_pipeline(tmp_path, capsys):
+    from conftest import perturb_zero_init
+
+    pipe = TextToVideoPipeline.from_preset(TINY_PRESET)
+    perturb_zero_init(pipe.transformer)  # a fresh model predicts zero whatever the guidance
+    pipeline_folder = pipe.save_pretrained(tmp_path / "perturbed")
+    clips = {}
+    for quality in ("exact", "fast"):
+        out = tmp_path / f"{quality}.mp4"
+        assert main(["generate", "a red ball", "-o", str(out), "--model", str(pipeline_folder), "--seconds", "1",
+                     "--size", "64x32", "--steps", "4", "--seed", "4", "--guidance", "3", "--quality", quality]) == 0
+        clips[quality] = decode_mp4(out)[0]
+    assert clips["fast"].shape == clips["exact"].shape == (9, 32, 64, 3)
+    assert (clips["fast"] != clips["exact"]).any()  # step 4 of 4 ran without guidance in fast mode
+    with pytest.raises(SystemExit) as exited:  # argparse refuses it before any work
+        main(["generate", "a ball", "-o", str(tmp_path / "x.mp4"), "--quality", "turbo"])
+    assert exited.value.code == 2 and "invalid choice: 'turbo'" in capsys.readouterr().err
