@@ -120,3 +120,14 @@ def test_pipeline_mode_fast_runs_reports_and_refuses_unknown_modes(tiny_pipeline
     assert np.array_equal(fast, tiny_pipeline("a red circle", mode="fast", **kwargs))  # still seeded
     with pytest.raises(ValueError, match="mode must be one of exact, fast"):
         tiny_pipeline("a red circle", mode="turbo", **kwargs)
+
+
+def test_compiled_blocks_keep_the_state_dict_and_the_frames(tiny_pipeline):
+    kwargs = dict(num_frames=5, height=32, width=48, num_inference_steps=3, seed=1)
+    keys = list(tiny_pipeline.transformer.state_dict())
+    before = tiny_pipeline("a red circle", **kwargs)
+    tiny_pipeline.compile_transformer(backend="eager")  # dynamo's tracing without inductor: fast on the CPU
+    assert all(block._compiled_call_impl is not None for block in tiny_pipeline.transformer.blocks)
+    assert list(tiny_pipeline.transformer.state_dict()) == keys  # save_pretrained still writes Wan-layout names
+    assert np.array_equal(tiny_pipeline("a red circle", **kwargs), before)
+    assert tiny_pipeline("a red circle", mode="fast", **kwargs).shape == before.shape  # the cache calls compiled blocks
