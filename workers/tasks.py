@@ -140,6 +140,8 @@ class WorkerContext:
         if model.source not in self.pipelines:
             started = time.perf_counter()
             pipe = self.pipelines[model.source] = load_model(model.source, self.settings.device)
+            if self.settings.compile_model and hasattr(pipe, "compile_transformer"):
+                pipe.compile_transformer()  # compiles lazily, at the first job of each clip shape
             log.info("pipeline loaded", extra={"model": model.name, "source": model.source,
                                                "load_s": round(time.perf_counter() - started, 2),
                                                "random_weights": getattr(pipe, "is_random_weights", None)})
