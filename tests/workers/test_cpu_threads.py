@@ -42,3 +42,14 @@ def test_a_cpu_worker_applies_it_and_a_gpu_worker_leaves_torch_alone(tasks, monk
 def test_a_negative_thread_count_is_refused() -> None:
     with pytest.raises(ValueError, match="cpu_threads"):
         Settings(embedded=True, cpu_threads=-1)
+
+
+def test_compile_model_compiles_the_loaded_dit_blocks_and_is_off_by_default(tasks) -> None:
+    from service.catalog import Catalog
+
+    catalog = Catalog.load(None)
+    model = catalog.get("spacetime-tiny")
+    for flag in (False, True):
+        ctx = tasks.WorkerContext(Settings(embedded=True, compile_model=flag), catalog, None, None, None, [])
+        blocks = ctx.pipeline(model).transformer.blocks  # compiling is lazy: nothing runs until a job
+        assert all((block._compiled_call_impl is not None) == flag for block in blocks)
