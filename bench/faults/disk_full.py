@@ -105,11 +105,7 @@ def main() -> int:
             cmd = ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-m", "bench.faults.disk_full",
                    *sys.argv[1:]]
             return subprocess.call(cmd, env={**os.environ, USERNS_ENV: "1"}, cwd=Path(__file__).resolve().parents[2])
-    print(Audit.header())
-    print(audit.row())
-    for note in audit.notes:
-        print("  -", note)
-    return 0 if audit.lost == 0 and audit.duplicates == 0 and "FAIL" not in " ".join(audit.notes) else 1
+    return audit.report()
 
 
 if __name__ == "__main__":

@@ -97,6 +97,15 @@ class Audit:
         return ("| fault | trials | jobs accepted | completed | failed with a clear error | jobs lost | "
                 "duplicate outputs | measured |\n|---|---|---|---|---|---|---|---|")
 
+    def report(self) -> int:
+        """Print the table (header, row, notes); the exit status: 0 only if nothing was lost,
+        duplicated or noted as a failure."""
+        print(self.header())
+        print(self.row())
+        for note in self.notes:
+            print("  -", note)
+        return 0 if self.lost == 0 and self.duplicates == 0 and "FAIL" not in " ".join(self.notes) else 1
+
 
 @dataclass
 class Ledger:

@@ -115,11 +115,7 @@ def main() -> int:
             stack.start(workers=2)
             ledger = Ledger(stack, api(stack))
             audit = run_trials(stack, ledger, args.trials, args.down_s)
-    print(Audit.header())
-    print(audit.row())
-    for note in audit.notes:
-        print("  -", note)
-    return 0 if audit.lost == 0 and audit.duplicates == 0 and "FAIL" not in " ".join(audit.notes) else 1
+    return audit.report()
 
 
 if __name__ == "__main__":
