@@ -220,6 +220,7 @@ class WorkerJobs:
         self._progress = client.register_script(jobscripts.PROGRESS)
         self._finish = client.register_script(jobscripts.FINISH)
         self._requeue = client.register_script(jobscripts.REQUEUE)
+        self._fail_killed = client.register_script(jobscripts.FAIL_KILLED)
 
     def get(self, job_id: str) -> dict[str, str] | None:
         return self.redis.hgetall(job_key(job_id)) or None
@@ -240,6 +241,10 @@ class WorkerJobs:
     def fail(self, job_id: str, code: str, message: str) -> str:
         return self._finish(args=[job_id, "failed", now_s(), "", self.worker_id,
                                   "error_code", code, "error_message", message[:500]])
+
+    def fail_killed(self, job_id: str, code: str, message: str) -> str:
+        """Fail a job this worker id's run cannot finish (its process was killed): see FAIL_KILLED."""
+        return self._fail_killed(args=[job_id, self.worker_id, now_s(), code, message[:500]])
 
     def heartbeat(self, models: list[str], ttl_s: float) -> None:
         info = json.dumps({"models": models, "at": time.time()})

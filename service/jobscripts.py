@@ -156,6 +156,22 @@ set_status(id, st, to, now)
 return 'ok'
 """
 
+# ARGV: id, worker, now, code, message. Fails a job whose run by `worker` (a pool process the
+# hard time limit killed) cannot finish it: while that worker still holds it in_progress, or after
+# the reaper requeued it from that worker and before anyone claimed it again (the record's
+# `worker` is still the killed one). Returns 'ok' | 'missing' | 'superseded' | <current status>
+FAIL_KILLED = _SET_STATUS + """
+local id, worker, now = ARGV[1], ARGV[2], ARGV[3]
+local k = 'st:job:' .. id
+local st = redis.call('HGET', k, 'status')
+if not st then return 'missing' end
+if st ~= 'in_progress' and st ~= 'queued' then return st end
+if redis.call('HGET', k, 'worker') ~= worker then return 'superseded' end
+redis.call('HSET', k, 'error_code', ARGV[4], 'error_message', ARGV[5], 'completed_at', now)
+set_status(id, st, 'failed', now)
+return 'ok'
+"""
+
 # ARGV: id, dead worker. Puts a job whose worker stopped heartbeating back in the queue.
 # Returns 1 when requeued.
 REQUEUE = _SET_STATUS + """

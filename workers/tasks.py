@@ -185,7 +185,10 @@ def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
                 job = ctx.jobs.get(job_id)
                 if job and ctx.jobs.requeue(job_id, dead):
                     model = ctx.catalog.get(job["model"])
-                    app.send_task(GENERATE_TASK, args=[job_id], queue=model.queue if model else None)
+                    # The model's own limits, as the gateway sent them (else the rerun gets the defaults).
+                    limit_s = (model.time_limit_s if model else None) or ctx.settings.job_time_limit_s
+                    app.send_task(GENERATE_TASK, args=[job_id], queue=model.queue if model else None,
+                                  soft_time_limit=limit_s, time_limit=limit_s + 10)
                     log.warning("requeued a job whose worker died", extra={"job_id": job_id, "dead_worker": dead})
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
@@ -219,7 +222,8 @@ def _start_process(**_: Any) -> None:
 
 # ----------------------------------------------------------------------------- tasks
 
-@app.task(name=GENERATE_TASK, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=GENERATE_TASK, acks_late=True, reject_on_worker_lost=True,
+          Request="workers.timeouts:JobRequest")  # fails the job at the hard limit
 def generate_video(job_id: str) -> str:
     ctx = context()
     extra = {"job_id": job_id}
@@ -370,7 +374,11 @@ def store_outputs(ctx: WorkerContext, job_id: str, job: dict[str, str], frames: 
 
 def notify(ctx: WorkerContext, job_id: str) -> None:
     """Queue a webhook delivery when the job asked for one and has finished."""
-    job = ctx.jobs.get(job_id)
+    notify_jobs(ctx.jobs, job_id)
+
+
+def notify_jobs(jobs: WorkerJobs, job_id: str) -> None:
+    job = jobs.get(job_id)
     if job and job.get("webhook_url") and job.get("status") in ("completed", "failed"):
         app.send_task(WEBHOOK_TASK, args=[job_id, f"video.{job['status']}"], queue=WEBHOOK_QUEUE)
 

@@ -4,8 +4,11 @@ pipeline, a real Redis. Clips are 1 s at 128x128 with few steps to keep this fas
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
@@ -134,6 +137,57 @@ def test_a_job_over_its_time_limit_fails_as_timeout_and_the_worker_goes_on(stack
         assert wait_status(c, nxt["id"], ("completed",))["progress"] == 100
         ready = c.get("/readyz").json()["models"]
         assert ready["spacetime-tiny-capped"]["ready"] is True  # served through spacetime-tiny's queue
+
+
+def running_pid(r: redis.Redis, job_id: str, timeout_s: float = 30) -> int:
+    """The pool process that claimed the job, as soon as it has (the record's `host:pid` worker)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if r.hget(f"st:job:{job_id}", "status") == "in_progress":
+            return int(r.hget(f"st:job:{job_id}", "worker").rsplit(":", 1)[1])
+        time.sleep(0.01)
+    raise TimeoutError(f"job {job_id} never started")
+
+
+def gone(pid: int) -> bool:
+    """Exited and reaped, or a zombie its parent has not reaped yet."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def test_a_job_that_ignores_its_soft_limit_fails_at_the_hard_limit_and_is_not_rerun(stack: Stack) -> None:
+    # The soft limit is a signal that Python handles between bytecodes: a pool process stuck in a
+    # native call (or frozen) never handles it. SIGSTOP freezes the pool process for real, before
+    # its 2 s soft limit; its heartbeat stops too. Celery's hard limit (2 + 10 s) then SIGKILLs it,
+    # and the main process's JobRequest.on_timeout must fail the job as `timeout`, once: without
+    # it the job stays in_progress, the reaper requeues it and a fresh pool process runs it again.
+    r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    with stack.client() as c:
+        video = c.post("/v1/videos", json={"model": "spacetime-tiny-capped", "prompt": "a frozen one"}).json()
+        pid = running_pid(r, video["id"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert r.hget(f"st:job:{video['id']}", "status") == "in_progress"  # frozen before the soft limit
+            failed = wait_status(c, video["id"], ("failed",), timeout_s=60)
+        finally:
+            if not gone(pid):
+                os.kill(pid, signal.SIGCONT)  # let a failing test leave a working worker behind
+        assert failed["error"]["code"] == "timeout"
+        assert "2 s limit" in failed["error"]["message"] and "12 s hard limit" in failed["error"]["message"]
+        deadline = time.monotonic() + 10
+        while not gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gone(pid)  # killed by the hard limit: the failure came from the main process
+
+        # Past the frozen process's heartbeat TTL (3 s) and a few reaper periods: never requeued.
+        nxt = c.post("/v1/videos", json=SHORT).json()  # a fresh pool process takes it
+        assert wait_status(c, nxt["id"], ("completed",))["progress"] == 100
+        time.sleep(4.0)
+        record = r.hgetall(f"st:job:{video['id']}")
+        assert record["status"] == "failed" and record["attempts"] == "1"
+        assert not r.hexists("st:running", video["id"]) and not (stack.data_dir / video["id"]).exists()
 
 
 def test_deleting_a_running_video_leaves_no_files(stack: Stack) -> None:
