@@ -159,7 +159,8 @@ return 'ok'
 # ARGV: id, worker, now, code, message. Fails a job whose run by `worker` (a pool process the
 # hard time limit killed) cannot finish it: while that worker still holds it in_progress, or after
 # the reaper requeued it from that worker and before anyone claimed it again (the record's
-# `worker` is still the killed one). Returns 'ok' | 'missing' | 'superseded' | <current status>
+# `worker` is still the killed one). A cancel requested meanwhile wins: it fails as `cancelled`.
+# Returns 'ok' | 'missing' | 'superseded' | <current status>
 FAIL_KILLED = _SET_STATUS + """
 local id, worker, now = ARGV[1], ARGV[2], ARGV[3]
 local k = 'st:job:' .. id
@@ -167,7 +168,9 @@ local st = redis.call('HGET', k, 'status')
 if not st then return 'missing' end
 if st ~= 'in_progress' and st ~= 'queued' then return st end
 if redis.call('HGET', k, 'worker') ~= worker then return 'superseded' end
-redis.call('HSET', k, 'error_code', ARGV[4], 'error_message', ARGV[5], 'completed_at', now)
+local code, message = ARGV[4], ARGV[5]
+if redis.call('HGET', k, 'cancel_requested') == '1' then code, message = 'cancelled', 'The video was cancelled.' end
+redis.call('HSET', k, 'error_code', code, 'error_message', message, 'completed_at', now)
 set_status(id, st, 'failed', now)
 return 'ok'
 """

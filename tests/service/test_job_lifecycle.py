@@ -112,3 +112,54 @@ def test_cancel_of_a_running_job_stops_it_at_the_next_progress_report(redis_url:
     assert cancel(redis_url, queued) == "cancelled"
     assert a.claim(queued, max_attempts=3)[0] == "done"  # a queued cancelled job never runs
     assert cancel(redis_url, "video_missing") == "missing"
+
+
+def test_a_hard_killed_run_fails_its_job_once_and_only_its_own(redis_url: str, r: redis.Redis) -> None:
+    # FAIL_KILLED, as workers/timeouts.py calls it from the worker's main process on behalf of a pool
+    # process that Celery's hard time limit killed (its worker id, not the main process's).
+    held = create(redis_url)
+    killed = worker(r, "lc-killed")
+    killed.claim(held, max_attempts=3)
+    assert killed.fail_killed(held, "timeout", "over the limit") == "ok"
+    record = r.hgetall(f"st:job:{held}")
+    assert (record["status"], record["error_code"], record["attempts"]) == ("failed", "timeout", "1")
+    assert r.hget("st:running", held) is None and not r.sismember("st:active:lifecycle", held)
+    assert killed.fail_killed(held, "timeout", "again") == "failed"  # once only
+    assert killed.claim(held, max_attempts=3)[0] == "done"  # the requeued delivery never runs
+
+    # Requeued by the reaper (the frozen process stopped heartbeating) and not claimed since: failed.
+    requeued = create(redis_url)
+    frozen = worker(r, "lc-frozen")
+    frozen.claim(requeued, max_attempts=3)
+    r.delete(worker_key("lc-frozen"))
+    assert worker(r, "lc-reaper").requeue(requeued, "lc-frozen") is True
+    assert frozen.fail_killed(requeued, "timeout", "over the limit") == "ok"
+    assert r.zrank("st:queue:spacetime-parked", requeued) is None
+    assert r.hget(f"st:job:{requeued}", "error_code") == "timeout"
+
+    # Claimed by another worker since: that run is left alone.
+    taken = create(redis_url)
+    slow = worker(r, "lc-slow")
+    slow.claim(taken, max_attempts=3)
+    r.delete(worker_key("lc-slow"))
+    other = worker(r, "lc-other")
+    other.requeue(taken, "lc-slow")
+    other.claim(taken, max_attempts=3)
+    assert slow.fail_killed(taken, "timeout", "x") == "superseded"
+    assert r.hget(f"st:job:{taken}", "status") == "in_progress"
+
+    # Completed, cancelled or deleted jobs are not touched; a cancel requested mid-run wins.
+    done = create(redis_url)
+    killed.claim(done, max_attempts=3)
+    killed.complete(done, expires_at=2**31, assets={})
+    assert killed.fail_killed(done, "timeout", "x") == "completed"
+    cancelled = create(redis_url)
+    assert cancel(redis_url, cancelled) == "cancelled"
+    assert killed.fail_killed(cancelled, "timeout", "x") == "failed"
+    assert r.hget(f"st:job:{cancelled}", "error_code") == "cancelled"
+    asked = create(redis_url)
+    killed.claim(asked, max_attempts=3)
+    assert cancel(redis_url, asked) == "requested"
+    assert killed.fail_killed(asked, "timeout", "x") == "ok"
+    assert r.hget(f"st:job:{asked}", "error_code") == "cancelled"
+    assert killed.fail_killed("video_missing", "timeout", "x") == "missing"
