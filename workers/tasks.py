@@ -281,7 +281,8 @@ def generate_video(job_id: str) -> str:
                                                        "no space left on the output storage. Try again later."), job_id)
         else:
             log.exception("generation failed", extra=extra)
-            through_redis_outage(lambda: ctx.jobs.fail(job_id, "generation_failed", f"{type(exc).__name__}: {exc}"), job_id)
+            message = f"{type(exc).__name__}: {exc}"  # bound now: the retried lambda must not close over exc
+            through_redis_outage(lambda: ctx.jobs.fail(job_id, "generation_failed", message), job_id)
         notify(ctx, job_id)
         return "failed"
     expires_at = int(time.time()) + ctx.settings.output_ttl_s
