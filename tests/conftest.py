@@ -132,6 +132,20 @@ def spawn(args: list[str], env: dict[str, str], log: Path, name: str) -> Proc:
     return Proc(proc, log, name)
 
 
+def wait_healthy(url: str, gateway: Proc, timeout_s: float = 30) -> None:
+    """Until the gateway at `url` answers /healthz (or its process exits)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if gateway.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gateway did not start:\n{gateway.text()[-3000:]}")
+        time.sleep(0.1)
+
+
 def wait_for_worker(redis_url: str, model: str, count: int = 1, timeout_s: float = 120, procs: list[Proc] = ()) -> None:
     """Until `count` live heartbeats name `model` (the pipeline is loaded by then)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -173,16 +187,7 @@ def gateway(stack_env: dict[str, str], tmp_root: Path, redis_url: str) -> Iterat
     port = free_port()
     proc = spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], stack_env, tmp_root / "gateway.log", "gateway")
     s = Stack(f"http://127.0.0.1:{port}", redis_url, tmp_root / "videos", stack_env, [proc])
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{s.url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gateway did not start:\n{proc.text()[-3000:]}")
-        time.sleep(0.1)
+    wait_healthy(s.url, proc)
     yield s
     stop(proc.proc, "gateway", grace_s=5)
 

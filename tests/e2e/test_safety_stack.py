@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from service.safety import DEFAULT_POLICY_PATH, prompt_hash
-from tests.conftest import Proc, Stack, spawn, wait_for_worker, wait_status
+from tests.conftest import Proc, Stack, spawn, wait_for_worker, wait_healthy, wait_status
 from tests.workers.test_output_check import make_classifier
 from workers.embedded import free_port, stop
 
@@ -60,16 +59,7 @@ def safety(stack_env: dict[str, str], redis_url: str, tmp_path_factory: pytest.T
     try:
         wait_for_worker(db1, "spacetime-tiny", procs=[blocker])
         wait_for_worker(db1, "spacetime-tiny-b", procs=[allower])
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{s.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if gateway.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start:\n{gateway.text()[-3000:]}")
-            time.sleep(0.1)
+        wait_healthy(s.url, gateway)
         yield s
     finally:
         for p in procs:
