@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from model.parallel import Mesh, ParallelVideoDiT, all_gather_stack
-from model.pipeline import MAX_SEED, TILING_ABOVE_PX, TextToVideoPipeline, validate_request
+from model.pipeline import MAX_SEED, TILING_ABOVE_PX, TextToVideoPipeline
 from model.sampling import sample_latents
 from model.vae import decode_latents, latent_shape, latent_stats, to_uint8_frames
 
@@ -121,13 +121,9 @@ def parallel_generate(
     (GenerationCancelled is raised on all of them).
     """
     d = pipe.defaults
-    num_frames = d.num_frames if num_frames is None else num_frames
-    height, width = (d.height if height is None else height), (d.width if width is None else width)
-    fps = d.fps if fps is None else fps
-    steps = d.num_inference_steps if num_inference_steps is None else num_inference_steps
-    guidance = d.guidance_scale if guidance_scale is None else guidance_scale
-    # 1. Validate (every rank raises the same error), agree on a seed.
-    validate_request(prompt, negative_prompt, num_frames, height, width, fps, steps, guidance, seed, callback)
+    # 1. Defaults and validation (every rank raises the same error), agree on a seed.
+    num_frames, height, width, fps, steps, guidance = pipe.resolve_request(
+        prompt, negative_prompt, num_frames, height, width, fps, num_inference_steps, guidance_scale, seed, callback)
     device = pipe.device
     seed = _broadcast_from_first(secrets.randbelow(MAX_SEED) if seed is None else int(seed), mesh, device)
 

@@ -190,6 +190,21 @@ class TextToVideoPipeline:
 
     # ------------------------------------------------------------------ generation
 
+    def resolve_request(
+        self, prompt: str, negative_prompt: str, num_frames: int | None, height: int | None, width: int | None,
+        fps: int | None, num_inference_steps: int | None, guidance_scale: float | None, seed: int | None,
+        callback: Callable[[int, int], bool | None] | None,
+    ) -> tuple[int, int, int, int, int, float]:
+        """None -> the model's default; then validate. Returns (num_frames, height, width, fps, steps, guidance)."""
+        d = self.defaults
+        num_frames = d.num_frames if num_frames is None else num_frames
+        height, width = (d.height if height is None else height), (d.width if width is None else width)
+        fps = d.fps if fps is None else fps
+        steps = d.num_inference_steps if num_inference_steps is None else num_inference_steps
+        guidance = d.guidance_scale if guidance_scale is None else guidance_scale
+        validate_request(prompt, negative_prompt, num_frames, height, width, fps, steps, guidance, seed, callback)
+        return num_frames, height, width, fps, steps, guidance
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -210,13 +225,9 @@ class TextToVideoPipeline:
         mode: "exact" (every step, full guidance) or "fast" (`self.fast_sampling`: the step cache
         and a guidance window; faster, slightly different frames)."""
         d = self.defaults
-        num_frames = d.num_frames if num_frames is None else num_frames
-        height, width = (d.height if height is None else height), (d.width if width is None else width)
-        fps = d.fps if fps is None else fps
-        steps = d.num_inference_steps if num_inference_steps is None else num_inference_steps
-        guidance = d.guidance_scale if guidance_scale is None else guidance_scale
-        # 1. Validate everything before any work.
-        validate_request(prompt, negative_prompt, num_frames, height, width, fps, steps, guidance, seed, callback)
+        # 1. Fill in the defaults and validate everything before any work.
+        num_frames, height, width, fps, steps, guidance = self.resolve_request(
+            prompt, negative_prompt, num_frames, height, width, fps, num_inference_steps, guidance_scale, seed, callback)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         seed = secrets.randbelow(MAX_SEED) if seed is None else int(seed)
