@@ -21,7 +21,7 @@ from service.config import Settings
 from service.deps import (CatalogDep, JobsDep, PrincipalDep, RedisDep, SettingsDep, StorageDep, auth_args,
                           check_authorized)
 from service.errors import ApiError, not_found
-from service.jobs import events_channel, fingerprint
+from service.jobs import JobStore, events_channel, fingerprint
 from service.ranges import parse_range
 from service.schemas import VideoCreate, VideoDeleted, VideoList, VideoPublic
 from service.storage import ASSETS, asset_key
@@ -227,17 +227,22 @@ async def cancel_video(video_id: str, request: Request, principal: PrincipalDep,
     return await jobs.public(record)
 
 
+async def completed_record(jobs: JobStore, video_id: str, owner: str, what: str) -> dict[str, str]:
+    """The owner's job record, which must be completed: 404 if it is not theirs, 409 if not done."""
+    record = await jobs.get(video_id, owner)
+    if record is None:
+        raise not_found(video_id)
+    if record["status"] != "completed":
+        raise ApiError(409, f"The video is {record['status']}; {what} once it is completed.", code="video_not_ready")
+    return record
+
+
 @router.get("/{video_id}/content")
 async def download_content(
     video_id: str, request: Request, principal: PrincipalDep, jobs: JobsDep, storage: StorageDep,
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
 ) -> Response:
-    record = await jobs.get(video_id, principal.owner)
-    if record is None:
-        raise not_found(video_id)
-    if record["status"] != "completed":
-        raise ApiError(409, f"The video is {record['status']}; content is available once it is completed.",
-                       code="video_not_ready")
+    record = await completed_record(jobs, video_id, principal.owner, "content is available")
     key = asset_key(video_id, variant)
     size = await run_in_threadpool(storage.size, key)
     if record.get("assets_expired") == "1" or size is None:
@@ -257,12 +262,7 @@ async def download_content(
 @router.get("/{video_id}/provenance")
 async def video_provenance(video_id: str, principal: PrincipalDep, jobs: JobsDep, storage: StorageDep) -> Response:
     """The C2PA verification record of the MP4 (`spacetime verify`'s JSON), made when it was signed."""
-    record = await jobs.get(video_id, principal.owner)
-    if record is None:
-        raise not_found(video_id)
-    if record["status"] != "completed":
-        raise ApiError(409, f"The video is {record['status']}; provenance exists once it is completed.",
-                       code="video_not_ready")
+    await completed_record(jobs, video_id, principal.owner, "provenance exists")
     key = asset_key(video_id, "provenance")
     size = await run_in_threadpool(storage.size, key)
     if size is None:
