@@ -1,13 +1,18 @@
-"""One GPU vs N GPUs for one video: per-forward and whole-video time, speedup and efficiency.
+"""One GPU vs N GPUs for one video: per-forward time, VAE decode time, speedup and efficiency.
 
 VideoDiT at Wan2.1 shapes with random weights built directly in bf16 on each GPU (14B would not
 fit in fp32), text states random at 512 tokens, batch 2 (prompt + negative prompt, guidance 5).
 N ranks run `ParallelVideoDiT` (model/parallel.py): guidance 2 x sequence N/2 when N is even
-(`--no-cfg-parallel`: sequence N), NCCL with NVLS off. The whole video is `--steps` denoising
-steps plus the tile-parallel decode of a random Wan-shaped VAE; the text encoder is left out.
+(`--no-cfg-parallel`: sequence N), NCCL with NVLS off. The decode is a random Wan-shaped VAE,
+tiled, split over the ranks by tiles (model/parallel_pipeline.py); the text encoder is left out.
+
+Whole video = `--steps` guided forwards + one decode. With `--video measure` it is timed as one
+run (sampler included); with `--video estimate` (the default: a 14B 720p video takes many
+minutes on one GPU) it is steps x the per-forward time + the timed decode, and with `--layers`
+the per-forward time is first scaled to the preset's full depth (layers cost the same each).
 
     python bench/multigpu.py [--gpus N] [--presets wan2.1-1.3b,wan2.1-14b] [--sizes 480p,720p]
-                             [--frames 81] [--steps 50] [--layers L] [--repeats 3]
+                             [--frames 81] [--steps 50] [--layers L] [--repeats 3] [--video estimate|measure]
     python bench/multigpu.py --device cpu --tiny      # gloo, the tiny preset: checks the script runs
 """
 
@@ -58,7 +63,7 @@ def _case(rank: int, world_size: int, spec: dict, out_path: str) -> None:
     try:
         with device:
             dit = VideoDiT(cfg).eval()
-            vae = build_vae(preset.vae).float() if spec["steps"] else None
+            vae = build_vae(preset.vae).float() if spec["decode"] else None
     finally:
         torch.set_default_dtype(torch.float32)
     torch.nn.init.normal_(dit.t_projection.weight, std=0.02)  # non-trivial adaLN
@@ -82,10 +87,23 @@ def _case(rank: int, world_size: int, spec: dict, out_path: str) -> None:
             guided_velocity(model, x, t, cond, uncond, 5.0)
         _sync(device)
         ms = (time.perf_counter() - started) / spec["repeats"] * 1e3
-        # 2. Whole video: denoising steps + decode (tile-parallel over the ranks).
-        video_s = None
-        if spec["steps"]:
+        # 2. The VAE decode alone (tile-parallel over the ranks), after one warm-up.
+        decode_s = video_s = None
+        if spec["decode"]:
             vae.enable_tiling()
+            latents = torch.randn(x.shape, generator=g, device=device)
+            for timed in (False, True):
+                if world_size > 1:
+                    dist.barrier()
+                started = time.perf_counter()
+                if world_size > 1:
+                    decode_latents_parallel(vae, latents, dist.group.WORLD)
+                else:
+                    decode_latents(vae, latents, tiling=True)
+                _sync(device)
+                decode_s = time.perf_counter() - started
+        # 3. The whole video timed in one run: denoising steps + decode.
+        if spec["video"] == "measure" and spec["steps"]:
             if world_size > 1:
                 dist.barrier()
             started = time.perf_counter()
@@ -99,7 +117,18 @@ def _case(rank: int, world_size: int, spec: dict, out_path: str) -> None:
             video_s = time.perf_counter() - started
     if rank == 0:
         peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else 0.0
-        Path(out_path).write_text(json.dumps({"ms": ms, "video_s": video_s, "peak_gb": peak_gb}))
+        Path(out_path).write_text(json.dumps({"ms": ms, "decode_s": decode_s, "video_s": video_s,
+                                              "peak_gb": peak_gb, "full_layers": preset.dit.num_layers,
+                                              "layers": cfg.num_layers}))
+
+
+def whole_video_s(r: dict, steps: int) -> float | None:
+    """Measured whole-video seconds, else steps x per-forward (scaled to full depth) + decode."""
+    if r["video_s"] is not None:
+        return r["video_s"]
+    if r["decode_s"] is None:
+        return None
+    return steps * r["ms"] / 1e3 * r["full_layers"] / r["layers"] + r["decode_s"]
 
 
 def measure(spec: dict, world_size: int) -> dict:
@@ -117,13 +146,18 @@ def main() -> None:
     parser.add_argument("--presets", default="wan2.1-1.3b,wan2.1-14b")
     parser.add_argument("--sizes", default="480p,720p")
     parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps of the whole-video run (0: skip it)")
-    parser.add_argument("--layers", type=int, default=None, help="fewer DiT layers (scale the times yourself)")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps of the whole video")
+    parser.add_argument("--layers", type=int, default=None, help="fewer DiT layers (times scaled to full depth)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--video", choices=("estimate", "measure"), default="estimate",
+                        help="whole video: steps x forward + decode, or timed as one run")
+    parser.add_argument("--no-decode", action="store_true", help="skip the VAE (per-forward times only)")
     parser.add_argument("--no-cfg-parallel", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.tiny:
         args.presets, args.sizes, args.frames, args.steps = "spacetime-tiny", "tiny", 9, min(args.steps, 2)
+        args.video = "measure"
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --device cpu --tiny to check the script")
     gpus = args.gpus or (torch.cuda.device_count() if args.device == "cuda" else 2)
@@ -133,25 +167,36 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (gloo)"
     cfg_size = 1 if args.no_cfg_parallel or gpus % 2 else 2
     mode = f"guidance {cfg_size} x sequence {gpus // cfg_size}"
+    video = "measured" if args.video == "measure" else "estimated"
     print(f"{where}, torch {torch.__version__}, {gpus} ranks ({mode}), {args.frames} frames, "
-          f"{args.steps} steps + decode, layers {args.layers or 'all'}")
+          f"layers {args.layers or 'all'}; whole video = {args.steps} guided steps + decode, {video}")
     header = (f"{'model':<16}{'size':<6}{'ranks':>6}{'ms/fwd':>10}{'speedup':>9}{'eff.':>7}"
-              f"{'video s':>10}{'speedup':>9}{'eff.':>7}{'peak GB':>9}")
+              f"{'decode s':>10}{'speedup':>9}{'video s':>10}{'speedup':>9}{'eff.':>7}{'peak GB':>9}")
     print(header)
+    rows = []
     for preset in args.presets.split(","):
         for size in args.sizes.split(","):
             spec = dict(device=args.device, preset=preset, size=size, frames=args.frames, steps=args.steps,
-                        layers=args.layers, repeats=args.repeats, cfg_parallel=not args.no_cfg_parallel)
+                        layers=args.layers, repeats=args.repeats, cfg_parallel=not args.no_cfg_parallel,
+                        decode=not args.no_decode, video=args.video)
             base = measure(spec, 1)
             for ranks, r in ((1, base), (gpus, measure(spec, gpus))):
                 fwd_speedup = base["ms"] / r["ms"]
                 line = f"{preset:<16}{size:<6}{ranks:>6}{r['ms']:>10.1f}{fwd_speedup:>9.2f}{fwd_speedup / ranks:>7.0%}"
-                if r["video_s"] is not None:
-                    vid_speedup = base["video_s"] / r["video_s"]
-                    line += f"{r['video_s']:>10.1f}{vid_speedup:>9.2f}{vid_speedup / ranks:>7.0%}"
+                if r["decode_s"] is not None:
+                    line += f"{r['decode_s']:>10.2f}{base['decode_s'] / r['decode_s']:>9.2f}"
+                else:
+                    line += f"{'-':>10}{'-':>9}"
+                video_s, base_video_s = whole_video_s(r, args.steps), whole_video_s(base, args.steps)
+                if video_s is not None:
+                    line += f"{video_s:>10.1f}{base_video_s / video_s:>9.2f}{base_video_s / video_s / ranks:>7.0%}"
                 else:
                     line += f"{'-':>10}{'-':>9}{'-':>7}"
                 print(line + f"{r['peak_gb']:>9.1f}", flush=True)
+                rows.append(dict(preset=preset, size=size, ranks=ranks, whole_video_s=video_s, **r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(device=where, torch=torch.__version__, mode=mode,
+                                                   frames=args.frames, steps=args.steps, rows=rows), indent=1))
 
 
 if __name__ == "__main__":

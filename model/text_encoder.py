@@ -4,8 +4,13 @@ Two padding conventions, chosen by the config:
 - `use_mask=True` (our presets): pad to `max_length`, hand the padding mask to cross-attention.
 - `use_mask=False` (Wan2.1): zero the states past each prompt's end and attend to everything,
   which is what Wan was trained with (its pipeline zero-pads UMT5 states to 512 tokens).
-Nothing is ever fetched from a hub: real checkpoints load from local folders, and the tiny preset
-uses `ByT5Tokenizer()`, which needs no vocabulary file.
+Nothing is ever fetched from a hub: real checkpoints load from local folders. Fresh encoders use a
+tokenizer that needs no download: `words` (the tiny preset: one token per word of a vocabulary we
+ship, `model/data/words.txt`) or `byt5` (`ByT5Tokenizer()`, one token per UTF-8 byte).
+
+Why words for the tiny model: it trains its text encoder from scratch in minutes. With byte tokens
+it must first learn to spell "red" out of three bytes at shifting offsets before cross-attention
+can find the colour; with word tokens each colour, shape and motion word is one embedding.
 """
 
 from __future__ import annotations
@@ -18,16 +23,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase, T5Config, T5EncoderModel, UMT5EncoderModel
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import (AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, T5Config,
+                          T5EncoderModel, UMT5EncoderModel)
 from transformers.utils import logging as hf_logging
 
 CONFIG_NAME = "spacetime_text.json"  # our settings beside transformers' own config.json
+WORDS_FILE = Path(__file__).resolve().parent / "data" / "words.txt"  # <pad>, </s>, <unk>, then words
 
 
 @dataclass
 class TextEncoderConfig:
     kind: str = "t5"  # "t5" (T5EncoderModel) or "umt5" (UMT5EncoderModel, Wan2.1)
-    tokenizer: str = "byt5"  # "byt5" (file-free) or "folder" (saved beside the encoder)
+    tokenizer: str = "byt5"  # "words" / "byt5" (no download) or "folder" (saved beside the encoder)
     max_length: int = 64  # tokens; longer prompts are truncated
     use_mask: bool = True
     # T5 shape, used only when building a fresh encoder (real checkpoints carry their own config.json)
@@ -107,6 +116,8 @@ class TextEncoder(nn.Module):
             encoder = model_cls.from_pretrained(encoder_folder, dtype=dtype, local_files_only=True)
         if cfg.tokenizer == "byt5":
             tokenizer = ByT5Tokenizer()
+        elif cfg.tokenizer == "words" and not (tokenizer_folder and (Path(tokenizer_folder) / "tokenizer.json").exists()):
+            tokenizer = word_tokenizer()  # an older save without its vocabulary: the shipped one
         else:
             if tokenizer_folder is None or not Path(tokenizer_folder).exists():
                 raise FileNotFoundError(f"tokenizer folder {tokenizer_folder} not found")
@@ -136,11 +147,30 @@ def wan_text_config() -> TextEncoderConfig:
                              vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
 
 
+def word_tokenizer(words_file: str | Path = WORDS_FILE) -> PreTrainedTokenizerFast:
+    """One id per word of a shipped vocabulary: lower-cased, NFKC, punctuation split off, unknown
+    words -> <unk>, `</s>` appended. Ids follow the file's line order (<pad> 0, </s> 1, <unk> 2,
+    as T5's config expects)."""
+    vocab = {w: i for i, w in enumerate(Path(words_file).read_text().split())}
+    for special in ("<pad>", "</s>", "<unk>"):
+        if special not in vocab:
+            raise ValueError(f"{words_file}: the vocabulary must list {special}")
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # words and punctuation runs
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
 def build_text_encoder(cfg: TextEncoderConfig, seed: int | None = None) -> TextEncoder:
-    """A fresh (random) encoder of the configured shape with a file-free ByT5 tokenizer."""
-    if cfg.tokenizer != "byt5":
-        raise ValueError(f"a fresh text encoder needs tokenizer='byt5' (got {cfg.tokenizer!r}); load real ones with from_pretrained")
+    """A fresh (random) encoder of the configured shape with a tokenizer that needs no files."""
+    if cfg.tokenizer not in ("byt5", "words"):
+        raise ValueError(f"a fresh text encoder needs tokenizer='words' or 'byt5' (got {cfg.tokenizer!r}); "
+                         "load real ones with from_pretrained")
+    tokenizer = word_tokenizer() if cfg.tokenizer == "words" else ByT5Tokenizer()
+    if cfg.tokenizer == "words" and len(tokenizer) > cfg.vocab_size:
+        raise ValueError(f"the word vocabulary has {len(tokenizer)} entries; vocab_size is {cfg.vocab_size}")
     if seed is not None:
         torch.manual_seed(seed)
     encoder = (UMT5EncoderModel if cfg.kind == "umt5" else T5EncoderModel)(cfg.t5_config())
-    return TextEncoder(cfg, encoder.eval(), ByT5Tokenizer())
+    return TextEncoder(cfg, encoder.eval(), tokenizer)

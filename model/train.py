@@ -47,6 +47,7 @@ class TrainConfig:
     stage: str = "all"               # "vae", "dit" or "all"
     data: str = "shapes"             # "shapes" or a folder of .mp4 + captions (model.data.video_folder)
     init: str | None = None          # start from a pipeline folder (fine-tuning) instead of random
+    init_vae: str | None = None      # take the VAE alone from this pipeline folder (overrides init's)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
     workers: int = 0                 # processes drawing shapes-world plans
@@ -468,6 +469,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None, preset=Non
         pipe = TextToVideoPipeline.from_pretrained(cfg.init, device="cpu", dtype=torch.float32)
     else:
         pipe = TextToVideoPipeline.from_preset(preset or cfg.preset, device="cpu", dtype=torch.float32)
+    if cfg.init_vae:  # e.g. a fresh DiT + text encoder on a VAE trained elsewhere, or a newer VAE
+        pipe.vae = load_vae(Path(cfg.init_vae) / "vae")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     log(f"config: {json.dumps(asdict(cfg))}")
 
@@ -478,7 +481,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None, preset=Non
         log(f"[vae] latent mean {[round(float(m), 3) for m in mean]} std {[round(float(s), 3) for s in std]}")
         vae.to("cpu").save_pretrained(str(out / VAE_DONE), safe_serialization=True)
         pipe.vae = vae
-    elif not cfg.init:  # a DiT stage on its own needs a trained VAE
+    elif not (cfg.init or cfg.init_vae):  # a DiT stage on its own needs a trained VAE
         if not (out / VAE_DONE).is_dir():
             raise FileNotFoundError(f"--stage dit needs a trained VAE at {out / VAE_DONE} (run --stage vae) or --init")
         pipe.vae = load_vae(out / VAE_DONE)
@@ -498,6 +501,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None, preset=Non
 HELP = {
     "stage": "vae, dit or all", "data": "'shapes' or a folder of .mp4 + captions",
     "init": "start from this pipeline folder (fine-tuning) instead of random weights",
+    "init_vae": "take only the VAE from this pipeline folder (a fresh or --init DiT trains on it)",
     "out": "checkpoints, train.log and the exported pipeline/ go here",
     "workers": "processes drawing shapes-world scenes", "resume": "continue from <out>/ckpt-*.pt",
     "vae_time_s": "VAE stage budget in seconds (0: steps only)", "dit_time_s": "DiT stage budget in seconds",

@@ -2,15 +2,17 @@
 
 Training captions vary (synonyms, word order, articles) so the text encoder learns that
 "a crimson disc drifting leftward" and "red circle moving left" mean the same scene. The
-canonical caption is what `spacetime eval` prompts with. Every caption fits the tiny text
-encoder's 64 byte tokens (63 bytes + EOS); templates that would not fit are skipped.
+canonical caption is what `spacetime eval` prompts with. Every caption is at most 63 bytes
+(so at most 16 words: well inside the tiny text encoder's 32 word tokens, and inside 64 byte
+tokens should a byte tokenizer be used); templates that would not fit are skipped. Every word
+used here is in the shipped vocabulary `model/data/words.txt` (a test checks it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MAX_CAPTION_BYTES = 63  # ByT5: one token per byte, max_length 64 including </s>
+MAX_CAPTION_BYTES = 63  # fits 64 ByT5 byte tokens (with </s>) and 32 word tokens
 
 # First entry of each list is the canonical word; it is also drawn most often.
 COLOUR_WORDS: dict[str, list[str]] = {

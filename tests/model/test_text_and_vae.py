@@ -51,7 +51,7 @@ def test_encoder_is_differentiable_and_round_trips(text_encoder, tmp_path):
 
 
 def test_fresh_encoder_needs_the_file_free_tokenizer():
-    with pytest.raises(ValueError, match="byt5"):
+    with pytest.raises(ValueError, match="'words' or 'byt5'"):
         build_text_encoder(dataclasses.replace(TINY_PRESET.text, tokenizer="folder"))
 
 

@@ -140,3 +140,19 @@ def test_trains_on_a_video_folder(tmp_path):
                    preset=tiny_preset())
     assert any(l.startswith("[dit] done: 2 steps") for l in lines)
     assert (folder / "transformer" / "model.safetensors").exists()
+
+
+def test_init_vae_trains_a_fresh_dit_on_another_runs_vae(tmp_path):
+    """Phase A of the two-GPU recipe: a fresh DiT + text encoder on a VAE exported by another run."""
+    from safetensors.torch import load_file
+
+    preset = tiny_preset()
+    vae_run = train(tiny_config(tmp_path / "a", stage="vae"), log=lambda _: None, preset=preset)
+    lines: list[str] = []
+    folder = train(tiny_config(tmp_path / "b", stage="dit", dit_steps=1, init_vae=str(vae_run)),
+                   log=lines.append, preset=preset)
+    assert any(l.startswith("[dit] done: 1 steps") for l in lines)
+    before, after = (load_file(str(f / "vae" / "diffusion_pytorch_model.safetensors")) for f in (vae_run, folder))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((folder / "vae" / "config.json").read_text())["latents_std"] == \
+        json.loads((vae_run / "vae" / "config.json").read_text())["latents_std"]
