@@ -87,7 +87,29 @@ def hash_folder(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def batch_arguments(
+    prompt: str | list[str], negative_prompt: str | list[str], seed: int | list[int | None] | None,
+) -> tuple[list[str], list[str], list[int | None]]:
+    """One clip's or a batch's prompt, negative prompt and seed -> three lists of equal length B.
+    A batch takes one negative prompt for all or one per clip, and one seed per clip (or None)."""
+    if not isinstance(prompt, (list, tuple)):
+        return [prompt], [negative_prompt], [seed]  # type: ignore[list-item]  (validated later)
+    prompts = list(prompt)
+    if not prompts:
+        raise ValueError("prompt must be a non-empty string or a non-empty list of strings")
+    negatives = list(negative_prompt) if isinstance(negative_prompt, (list, tuple)) else [negative_prompt] * len(prompts)
+    if seed is not None and not isinstance(seed, (list, tuple)):
+        raise ValueError("a batch of prompts takes a list of seeds (one per clip) or None")
+    seeds = [None] * len(prompts) if seed is None else list(seed)
+    if not len(prompts) == len(negatives) == len(seeds):
+        raise ValueError(f"{len(prompts)} prompts need as many negative prompts and seeds, "
+                         f"got {len(negatives)} and {len(seeds)}")
+    return prompts, negatives, seeds
+
+
 class TextToVideoPipeline:
+    supports_batch = True  # __call__ takes a list of prompts with per-clip seeds (the worker batches jobs)
+
     def __init__(
         self, transformer: VideoDiT, text_encoder: TextEncoder, vae: nn.Module, defaults: SamplingDefaults,
         name: str = "custom", folder: Path | None = None, is_random_weights: bool = False,
@@ -208,52 +230,61 @@ class TextToVideoPipeline:
     @torch.inference_mode()
     def __call__(
         self,
-        prompt: str,
-        negative_prompt: str = "",
+        prompt: str | list[str],
+        negative_prompt: str | list[str] = "",
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         fps: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        seed: int | None = None,
+        seed: int | list[int | None] | None = None,
         callback: Callable[[int, int], bool | None] | None = None,
         mode: str = "exact",
     ) -> np.ndarray:
         """Generate one clip -> numpy uint8 (num_frames, height, width, 3). None -> the model's defaults.
 
+        A list of B prompts (with one seed each, and one negative prompt or B) generates B clips of
+        one shape in one batched denoise -> (B, num_frames, height, width, 3); each clip equals the
+        clip generated alone with its seed, to float tolerance (exact mode: the step cache decides
+        for the whole batch, so fast-mode clips in a batch differ from fast-mode clips alone).
         mode: "exact" (every step, full guidance) or "fast" (`self.fast_sampling`: the step cache
         and a guidance window; faster, slightly different frames)."""
         d = self.defaults
         # 1. Fill in the defaults and validate everything before any work.
-        num_frames, height, width, fps, steps, guidance = self.resolve_request(
-            prompt, negative_prompt, num_frames, height, width, fps, num_inference_steps, guidance_scale, seed, callback)
+        prompts, negatives, seeds = batch_arguments(prompt, negative_prompt, seed)
+        for one_prompt, one_negative, one_seed in zip(prompts, negatives, seeds):
+            num_frames, height, width, fps, steps, guidance = self.resolve_request(
+                one_prompt, one_negative, num_frames, height, width, fps, num_inference_steps, guidance_scale,
+                one_seed, callback)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        seed = secrets.randbelow(MAX_SEED) if seed is None else int(seed)
-        device = self.device
+        seeds = [secrets.randbelow(MAX_SEED) if s is None else int(s) for s in seeds]
+        device, B = self.device, len(prompts)
 
-        # 2. Encode the prompt and (for guidance) the negative prompt in one batch.
-        prompts = [prompt] if guidance == 1 else [prompt, negative_prompt]
-        states, mask = self.text_encoder.encode(prompts, device)  # (1|2, L, d), (1|2, L)
-        cond = (states[:1], mask[:1])
-        uncond = None if guidance == 1 else (states[1:], mask[1:])
+        # 2. Encode the prompts and (for guidance) the negative prompts in one batch.
+        texts = prompts if guidance == 1 else prompts + negatives
+        states, mask = self.text_encoder.encode(texts, device)  # (B|2B, L, d), (B|2B, L)
+        cond = (states[:B], mask[:B])
+        uncond = None if guidance == 1 else (states[B:], mask[B:])
 
-        # 3. Denoise from seeded noise.
-        generator = torch.Generator(device=device).manual_seed(seed)
+        # 3. Denoise from seeded noise, each clip's from its own seed.
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         stats: dict = {}
-        shape = (1, self.vae.config.z_dim, *latent_shape(num_frames, height, width, self.vae))
+        shape = (B, self.vae.config.z_dim, *latent_shape(num_frames, height, width, self.vae))
         latents = sample_latents(
-            self.transformer, shape, cond, uncond, steps, float(guidance), generator,
+            self.transformer, shape, cond, uncond, steps, float(guidance), generators[0] if B == 1 else generators,
             scheduler=d.scheduler, shift=d.shift, callback=callback,
             fast=self.fast_sampling if mode == "fast" else None, stats=stats,
-        )  # (1, z, T', H', W')
+        )  # (B, z, T', H', W')
         self.last_stats = {"mode": mode, **stats}
 
         # 4. Decode (spatially tiled for large frames) and convert to uint8.
         tiling = self.vae_tiling if self.vae_tiling is not None else height * width > TILING_ABOVE_PX
-        video = decode_latents(self.vae, latents, tiling=tiling)  # (1, 3, T, H, W)
-        return to_uint8_frames(video[0])  # (T, H, W, 3)
+        video = decode_latents(self.vae, latents, tiling=tiling)  # (B, 3, T, H, W)
+        if not isinstance(prompt, (list, tuple)):
+            return to_uint8_frames(video[0])  # (T, H, W, 3)
+        return np.stack([to_uint8_frames(clip) for clip in video])  # (B, T, H, W, 3)
 
 
 def _from_wan_folder(folder: Path, device: str | torch.device, dtype: torch.dtype | None) -> TextToVideoPipeline:

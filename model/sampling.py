@@ -130,7 +130,7 @@ def sample_latents(
     uncond: tuple[torch.Tensor, torch.Tensor | None] | None,
     num_inference_steps: int,
     guidance_scale: float,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
     scheduler: str = "unipc",
     shift: float = 1.0,
     callback: Callable[[int, int], bool | None] | None = None,
@@ -140,14 +140,21 @@ def sample_latents(
     """Integrate the flow from noise to clean latents (B, C, T, H, W) (float32).
 
     `callback(step, total)` runs after every step (step counts from 1); returning False raises
-    GenerationCancelled. The noise comes from `generator`, so a seed fixes the result.
+    GenerationCancelled. The noise comes from `generator`, so a seed fixes the result; a list of
+    B generators draws each sample's noise from its own (per-sample seeds in a batch).
     `fast` (None = exact) turns on the step cache and the guidance window (model/step_cache.py);
     `stats`, if given, receives forwards / cached_forwards / guided_steps / steps of this run.
     """
     device = cond[0].device
     solver = _make_scheduler(scheduler, shift)
     solver.set_timesteps(num_inference_steps, device=device)
-    x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+    if isinstance(generator, torch.Generator):
+        x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+    else:  # sample i's noise is what its generator alone would draw for a batch of one
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        x = torch.cat([torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch.float32)
+                       for g in generator]).to(device)  # (B, C, T, H, W)
     timesteps = solver.timesteps
     net = model if fast is None else FirstBlockCache(model, fast.cache_threshold, fast.max_skips)
     guided_steps = 0
