@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     device: str = "cpu"  # where a worker runs its pipelines ("cpu", "cuda", "cuda:1")
     cpu_threads: int = Field(default=0, ge=0)  # torch threads per CPU worker process; 0 = cores / pool processes
     compile_model: bool = False  # torch.compile the DiT blocks once per worker process (GPU: ~14 % per step)
+    # Encode, sign and store a job's video on a background thread while the next job denoises
+    # (workers/overlap.py). Off: the whole job runs inside its task, as before.
+    overlap_encode: bool = True
+    # Jobs of one model and shape denoised together in one batched pipeline call: a worker that
+    # starts a job claims up to max_batch - 1 queued look-alikes. 1 (no batching) suits the CPU;
+    # on a GPU, small clips fill it better in batches of 4-8 (docs/performance.md).
+    max_batch: int = Field(default=1, ge=1)
     poll_after_ms: int = 1000  # openai-poll-after-ms hint on queued / in_progress jobs
     job_time_limit_s: int = Field(default=1800, ge=1)  # hard limit per generation
     max_attempts: int = Field(default=3, ge=1)  # deliveries of one job before it fails

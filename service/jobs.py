@@ -27,6 +27,10 @@ SPEC_FIELDS = (
 )
 
 
+# What makes jobs of one model the same clip shape, so that they can be denoised in one batch.
+BATCH_FIELDS = ("size", "seconds", "fps", "num_inference_steps", "guidance_scale", "quality")
+
+
 def job_key(job_id: str) -> str:
     return f"{jobscripts.PREFIX}job:{job_id}"
 
@@ -217,6 +221,7 @@ class WorkerJobs:
         self.redis = client
         self.worker_id = worker_id
         self._claim = client.register_script(jobscripts.CLAIM)
+        self._batch_claim = client.register_script(jobscripts.BATCH_CLAIM)
         self._progress = client.register_script(jobscripts.PROGRESS)
         self._finish = client.register_script(jobscripts.FINISH)
         self._requeue = client.register_script(jobscripts.REQUEUE)
@@ -228,6 +233,15 @@ class WorkerJobs:
     def claim(self, job_id: str, max_attempts: int) -> tuple[str, str]:
         result = self._claim(args=[job_id, self.worker_id, now_s(), max_attempts, int(time.time() * 1000)])
         return result[0], (result[1] if len(result) > 1 else "")
+
+    def claim_alike(self, job_id: str, max_jobs: int, max_attempts: int, window: int = 64) -> list[str]:
+        """Claim up to `max_jobs` queued jobs of job_id's model and clip shape (BATCH_FIELDS), oldest
+        first among the first `window` queued, to run in one batch with it (BATCH_CLAIM)."""
+        if max_jobs < 1:
+            return []
+        now_ms = int(time.time() * 1000)
+        return list(self._batch_claim(args=[job_id, self.worker_id, now_s(), max_attempts, now_ms, max_jobs, window,
+                                            *BATCH_FIELDS]))
 
     def report_progress(self, job_id: str, progress: int) -> int:
         """Record progress. 1: go on; 0: cancelled or deleted, stop; 2: another worker holds

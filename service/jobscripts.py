@@ -107,7 +107,9 @@ if redis.call('HGET', k, 'cancel_requested') == '1' then
   return {'cancelled'}
 end
 local holder = redis.call('HGET', 'st:running', id)
-if st == 'in_progress' and holder and holder ~= worker and redis.call('EXISTS', 'st:worker:' .. holder) == 1 then
+-- A live holder keeps its job, this very worker included: its run may still be finishing in the
+-- background (the encode overlap), or the job joined one of its batches (BATCH_CLAIM).
+if st == 'in_progress' and holder and redis.call('EXISTS', 'st:worker:' .. holder) == 1 then
   return {'busy', holder}
 end
 local attempts = redis.call('HINCRBY', k, 'attempts', 1)
@@ -124,6 +126,39 @@ else redis.call('PUBLISH', 'st:events:' .. id, 'in_progress') end
 return {'claimed', tostring(attempts)}
 """
 
+# ARGV: leader id, worker, now_s, max_attempts, now_ms, max_jobs, window, field1, field2, ...
+# Claims for `worker`, as CLAIM would, up to max_jobs other queued jobs of the leader's model whose
+# fields equal the leader's (the clip's shape), oldest first among the first `window` of the queue,
+# to run in one batch with it. A claimed job's own message later finds it held (busy) or done.
+# Returns the claimed ids.
+BATCH_CLAIM = _SET_STATUS + """
+local leader, worker, now, max_attempts, now_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local max_jobs, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+local lk = 'st:job:' .. leader
+local model = redis.call('HGET', lk, 'model')
+local claimed = {}
+if not model or max_jobs < 1 then return claimed end
+for _, id in ipairs(redis.call('ZRANGE', 'st:queue:' .. model, 0, window - 1)) do
+  if #claimed >= max_jobs then break end
+  local k = 'st:job:' .. id
+  local alike = id ~= leader and redis.call('HGET', k, 'status') == 'queued'
+    and redis.call('HGET', k, 'cancel_requested') ~= '1'
+    and tonumber(redis.call('HGET', k, 'attempts') or '0') < max_attempts
+  for i = 8, #ARGV do
+    if not alike then break end
+    alike = redis.call('HGET', k, ARGV[i]) == redis.call('HGET', lk, ARGV[i])
+  end
+  if alike then
+    redis.call('HINCRBY', k, 'attempts', 1)
+    redis.call('HSET', k, 'started_at', now, 'started_ms', now_ms, 'worker', worker, 'progress', '0')
+    redis.call('HSET', 'st:running', id, worker)
+    set_status(id, 'queued', 'in_progress', now)
+    table.insert(claimed, id)
+  end
+end
+return claimed
+"""
+
 # ARGV: id, progress, worker. Returns 1 to go on; 0 to stop (cancelled or deleted); 2 when this
 # worker no longer holds the job (its heartbeat lapsed and the job went to another worker).
 PROGRESS = """
@@ -137,8 +172,10 @@ return 1
 """
 
 # ARGV: id, to ('completed' | 'failed'), now, expires_at ('' = none), worker, field1, value1, ...
-# Only the worker holding an in_progress job finishes it.
-# Returns 'ok' | 'missing' | 'superseded' | <current status>
+# Only the worker holding an in_progress job finishes it. A cancel requested before completion
+# (while the video was being encoded and stored) wins: the job fails as cancelled and the worker
+# removes the files it stored.
+# Returns 'ok' | 'cancelled' | 'missing' | 'superseded' | <current status>
 FINISH = _SET_STATUS + """
 local id, to, now, expires_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = 'st:job:' .. id
@@ -146,6 +183,11 @@ local st = redis.call('HGET', k, 'status')
 if not st then return 'missing' end
 if st ~= 'in_progress' then return st end
 if redis.call('HGET', k, 'worker') ~= ARGV[5] then return 'superseded' end
+if to == 'completed' and redis.call('HGET', k, 'cancel_requested') == '1' then
+  redis.call('HSET', k, 'error_code', 'cancelled', 'error_message', 'The video was cancelled.', 'completed_at', now)
+  set_status(id, st, 'failed', now)
+  return 'cancelled'
+end
 for i = 6, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', k, 'completed_at', now)
 if expires_at ~= '' then

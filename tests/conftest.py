@@ -7,7 +7,8 @@
 
 Besides `spacetime-tiny`, a models file (`SPACETIME_MODELS_FILE`) adds `spacetime-tiny-b` (same
 weights, its own queue, served only by workers a test starts) and `spacetime-parked` (never
-served: its jobs stay queued, for tests that need a job that does not move).
+served: its jobs stay queued, for tests that need a job that does not move); tests/workers/test_overlap.py
+starts the only workers of `spacetime-tiny-gated` (and `-gated-capped`, on its queue) and `spacetime-tiny-batch`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ EXTRA_MODELS = [
      "seconds": ["4"], "fps": 8, "default_steps": 100, "default_guidance": 5.0, "time_limit_s": 2},
     {"name": "spacetime-parked", "source": "spacetime-tiny", "sizes": ["128x128"], "seconds": ["1"],
      "fps": 8, "default_steps": 2, "default_guidance": 5.0},
+    # Served only by the workers tests/workers/test_overlap.py starts (a gated one, a batching one).
+    {"name": "spacetime-tiny-gated", "source": "spacetime-tiny", "sizes": ["128x128"], "seconds": ["1"],
+     "fps": 8, "default_steps": 3, "default_guidance": 5.0},
+    {"name": "spacetime-tiny-gated-capped", "source": "spacetime-tiny", "queue": "video.spacetime-tiny-gated",
+     "sizes": ["128x128"], "seconds": ["1"], "fps": 8, "default_steps": 1, "default_guidance": 5.0, "time_limit_s": 3},
+    {"name": "spacetime-tiny-batch", "source": "spacetime-tiny", "sizes": ["128x128"], "seconds": ["1", "2"],
+     "fps": 8, "default_steps": 3, "default_guidance": 5.0},
 ]
 
 

@@ -5,6 +5,11 @@ cancelled or already-running job is left alone), writes its outputs under keys d
 the job id only, and finishes the job with one atomic transition. A redelivered job therefore
 overwrites its own files at worst and never leaves a second video under another name.
 
+Keeping the device busy: with `max_batch` > 1 a task also claims queued jobs of the same model
+and clip shape and denoises them in one batched call (their own messages then find them held or
+done), and with `overlap_encode` (default) each job's encode, signing and storing run on the
+process's background thread (workers/overlap.py) while the next task denoises.
+
 The pipeline loads once per worker process (in `worker_process_init`) and stays resident.
 """
 
@@ -15,12 +20,13 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import httpx
 import numpy as np
@@ -37,6 +43,7 @@ from service.safety import PolicyViolation, enforce_policy, policy_error
 from service.storage import ASSETS, Storage, asset_key, open_storage
 from workers import media
 from workers.celery_app import GENERATE_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK, app
+from workers.overlap import BackgroundStage
 
 log = logging.getLogger("spacetime.worker")
 MODELS_ENV = "SPACETIME_WORKER_MODELS"  # comma-separated models this worker serves (set by `spacetime worker`)
@@ -73,17 +80,31 @@ def set_cpu_threads(settings: Settings) -> int | None:
     return threads
 
 
-def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool]) -> np.ndarray:
-    """The one place the worker calls a pipeline: job record -> uint8 frames (T, H, W, 3)."""
+def clip_options(job: dict[str, str], model: ServedModel) -> dict[str, Any]:
+    """The pipeline options a job's clip shape sets (equal for every job of a batch: BATCH_FIELDS)."""
     width_px, height_px = model.parse_size(job["size"])
     # Only a fast job passes mode: a pipeline without fast mode then refuses it clearly (ValueError).
     extra = {"mode": "fast"} if job.get("quality") == "fast" else {}
-    return pipe(
-        prompt=job["prompt"], negative_prompt=job.get("negative_prompt", ""),
-        num_frames=model.num_frames(job["seconds"]), height=height_px, width=width_px, fps=int(job["fps"]),
-        num_inference_steps=int(job["num_inference_steps"]), guidance_scale=float(job["guidance_scale"]),
-        seed=int(job["seed"]), callback=callback, **extra,
-    )
+    return dict(num_frames=model.num_frames(job["seconds"]), height=height_px, width=width_px, fps=int(job["fps"]),
+                num_inference_steps=int(job["num_inference_steps"]), guidance_scale=float(job["guidance_scale"]),
+                **extra)
+
+
+def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool]) -> np.ndarray:
+    """The one place the worker calls a pipeline for one job: job record -> uint8 frames (T, H, W, 3)."""
+    return pipe(prompt=job["prompt"], negative_prompt=job.get("negative_prompt", ""), seed=int(job["seed"]),
+                callback=callback, **clip_options(job, model))
+
+
+def sample_batch(pipe: Any, jobs: list[dict[str, str]], model: ServedModel,
+                 callback: Callable[[int, int], bool]) -> list[np.ndarray]:
+    """Jobs of one clip shape in one batched pipeline call (`supports_batch` pipelines) -> their
+    frames, in order; each job's clip is the one its seed gives alone, to float tolerance."""
+    if len(jobs) == 1:
+        return [sample_frames(pipe, jobs[0], model, callback)]
+    frames = pipe(prompt=[j["prompt"] for j in jobs], negative_prompt=[j.get("negative_prompt", "") for j in jobs],
+                  seed=[int(j["seed"]) for j in jobs], callback=callback, **clip_options(jobs[0], model))
+    return list(frames)  # (B, T, H, W, 3) -> B clips
 
 
 class SigningFailed(RuntimeError):
@@ -149,6 +170,15 @@ class WorkerContext:
 
 
 _context: WorkerContext | None = None
+_stage: BackgroundStage | None = None
+
+
+def background_stage() -> BackgroundStage:
+    """This process's encode-overlap thread (workers/overlap.py)."""
+    global _stage
+    if _stage is None:
+        _stage = BackgroundStage()
+    return _stage
 
 
 def context() -> WorkerContext:
@@ -167,7 +197,8 @@ def context() -> WorkerContext:
 
 
 def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
-    """Say this process is alive; requeue jobs whose worker stopped saying so.
+    """Say this process is alive; requeue jobs whose worker stopped saying so; end this process
+    when its background stage hangs past its jobs' hard limit (`stop_overdue_stage`).
 
     After Redis was unreachable, wait one heartbeat TTL before reaping: the outage may have
     outlived every worker's heartbeat key although the workers live, and they need a period to
@@ -175,6 +206,9 @@ def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
     reap_after = 0.0  # monotonic time; inf while Redis is unreachable
     while not stop.is_set():
         try:
+            overdue = background_stage().overdue()
+            if overdue:
+                stop_overdue_stage(ctx, overdue)
             ctx.jobs.heartbeat(ctx.models, ctx.settings.heartbeat_ttl_s)
             if reap_after == float("inf"):
                 reap_after = time.monotonic() + ctx.settings.heartbeat_ttl_s
@@ -216,15 +250,33 @@ def _start_process(**_: Any) -> None:
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _stop_process(**_: Any) -> None:
+        # A clean stop finishes the video still encoding in the background, heartbeating meanwhile
+        # (else another worker's reaper would requeue it and it would run twice).
+        if not background_stage().drain(timeout_s=ctx.settings.job_time_limit_s):
+            log.error("shutdown: a background encode did not finish; its job is requeued by the reaper")
         stop.set()
         ctx.jobs.stop_heartbeat()
 
 
 # ----------------------------------------------------------------------------- tasks
 
+@dataclass
+class Run:
+    """One job of the batch a task runs (a batch of one unless max_batch > 1)."""
+
+    job_id: str
+    job: dict[str, str]
+    superseded: threading.Event = field(default_factory=threading.Event)  # another worker took the job over
+    stopped: bool = False  # its step callback said stop: cancelled, deleted or superseded
+    frames: np.ndarray | None = None
+
+
 @app.task(name=GENERATE_TASK, acks_late=True, reject_on_worker_lost=True,
           Request="workers.timeouts:JobRequest")  # fails the job at the hard limit
 def generate_video(job_id: str) -> str:
+    """Claim the job (and, with max_batch > 1, queued look-alikes), denoise, then finish each job:
+    on this process's background thread when overlap_encode is on (the task returns at once and
+    the next job denoises meanwhile), else here."""
     ctx = context()
     extra = {"job_id": job_id}
     outcome, info = ctx.jobs.claim(job_id, ctx.settings.max_attempts)
@@ -239,43 +291,151 @@ def generate_video(job_id: str) -> str:
         ctx.jobs.fail(job_id, "model_not_served", f"This worker does not serve model {job.get('model')!r}.")
         notify(ctx, job_id)
         return "failed"
-    log.info("generation started", extra={**extra, "attempt": info, "model": model.name})
     started = time.perf_counter()
-    superseded = threading.Event()  # set by the step callback when another worker took the job over
+    runs = [Run(job_id, job)]
     try:
-        # The gateway checked the prompt before queueing; the policy file may have changed since.
-        enforce_policy(job.get("prompt", ""), job.get("negative_prompt"))
         pipe = ctx.pipeline(model)
-        frames = sample_frames(pipe, job, model, progress_callback(ctx, job_id, model.name, superseded))
+        runs += claim_batch(ctx, pipe, job_id, job)
+        log.info("generation started", extra={**extra, "attempt": info, "model": model.name,
+                                              "batch": [r.job_id for r in runs[1:]]})
+        # The gateway checked the prompts before queueing; the policy file may have changed since.
+        runs = [r for r in runs if allowed_by_policy(ctx, r)]
+        if not runs:
+            return "failed"
+        callback = batch_callback(ctx, runs, model.name)
+        for run, frames in zip(runs, sample_batch(pipe, [r.job for r in runs], model, callback)):
+            run.frames = frames
+    except SoftTimeLimitExceeded:
+        fail_runs(ctx, runs, "timeout", over_limit(ctx, model))
+        return "failed"
+    except Exception as exc:
+        if not is_cancellation(exc):
+            log.exception("generation failed", extra=extra)
+            fail_runs(ctx, runs, "generation_failed", f"{type(exc).__name__}: {exc}")
+            return "failed"
+        for run in runs:
+            run.stopped = True  # every job of the batch said stop
+    for run in [r for r in runs if r.stopped]:
+        settle_stopped(ctx, run)
+    runs = [r for r in runs if not r.stopped]
+    if not runs:
+        return "cancelled"
+
+    def finish() -> list[str]:
+        outcomes = []
+        for run in runs:  # one job's unexpected error must not leave the others of its batch unfinished
+            try:
+                outcomes.append(finish_job(ctx, model, pipe, run, started))
+            except Exception:
+                log.exception("finishing the job failed", extra={"job_id": run.job_id})
+                outcomes.append("error")
+        return outcomes
+
+    if not ctx.settings.overlap_encode:
+        return finish()[0]
+    try:
+        # Waits while the previous job still finishes. The stage gets the task's hard limit.
+        background_stage().submit(finish, [r.job_id for r in runs], hard_limit_s(ctx, model))
+    except SoftTimeLimitExceeded:
+        fail_runs(ctx, runs, "timeout", over_limit(ctx, model))
+        return "failed"
+    return "finishing"
+
+
+def over_limit(ctx: WorkerContext, model: ServedModel) -> str:
+    return f"Generation took longer than the {model.time_limit_s or ctx.settings.job_time_limit_s} s limit."
+
+
+def hard_limit_s(ctx: WorkerContext, model: ServedModel) -> float:
+    return (model.time_limit_s or ctx.settings.job_time_limit_s) + 10  # as the gateway sends it (time_limit)
+
+
+def stop_overdue_stage(ctx: WorkerContext, job_ids: Sequence[str]) -> None:
+    """The background stage ran past its jobs' hard limit (a hung encode or upload). A thread
+    cannot be stopped, so do what the hard limit does to a task: fail the jobs as `timeout` (only
+    while this process holds them) and end the process; Celery starts a new one, and a task it was
+    running is redelivered (reject_on_worker_lost) or requeued by the reaper."""
+    for job_id in job_ids:
+        outcome = ctx.jobs.fail(job_id, "timeout", "The video's encoding and storing did not finish within "
+                                                   "the job's hard time limit; it was stopped.")
+        if outcome == "ok":
+            notify(ctx, job_id)
+    log.error("background stage overran its hard limit; ending this process", extra={"job_ids": list(job_ids)})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def claim_batch(ctx: WorkerContext, pipe: Any, job_id: str, job: dict[str, str]) -> list[Run]:
+    """Up to max_batch - 1 queued jobs of the same model and clip shape, claimed to run with `job`.
+    Exact mode only: the fast mode's step cache decides for a whole batch, so a fast clip in a
+    batch would differ from the clip its seed gives alone."""
+    if ctx.settings.max_batch < 2 or not getattr(pipe, "supports_batch", False) or job.get("quality") == "fast":
+        return []
+    ids = ctx.jobs.claim_alike(job_id, ctx.settings.max_batch - 1, ctx.settings.max_attempts)
+    return [Run(i, record) for i in ids if (record := ctx.jobs.get(i))]
+
+
+def allowed_by_policy(ctx: WorkerContext, run: Run) -> bool:
+    """Re-check the prompt; a rejected job fails here (logged by the prompt's hash, never its text)."""
+    try:
+        enforce_policy(run.job.get("prompt", ""), run.job.get("negative_prompt"))
+        return True
+    except PolicyViolation as exc:
+        log.info("prompt rejected by policy", extra={"job_id": run.job_id, "prompt_sha256": exc.decision.prompt_sha256,
+                                                     "category": exc.decision.category})
+        ctx.jobs.fail(run.job_id, exc.code, policy_error(exc.decision)["error"]["message"])
+        notify(ctx, run.job_id)
+        return False
+
+
+def fail_runs(ctx: WorkerContext, runs: list[Run], code: str, message: str) -> None:
+    for run in runs:
+        through_redis_outage(lambda: ctx.jobs.fail(run.job_id, code, message), run.job_id)  # noqa: B023 (called at once)
+        notify(ctx, run.job_id)
+
+
+def settle_stopped(ctx: WorkerContext, run: Run) -> None:
+    """A job whose step callback said stop: taken over by another worker (left alone), else
+    cancelled or deleted (failed as cancelled; a deleted one has no record left to fail)."""
+    if run.superseded.is_set():
+        log.warning("job taken over by another worker; stopping this run", extra={"job_id": run.job_id})
+        return
+    ctx.jobs.fail(run.job_id, "cancelled", "The video was cancelled.")
+    log.info("generation cancelled", extra={"job_id": run.job_id})
+    notify(ctx, run.job_id)
+
+
+def finish_job(ctx: WorkerContext, model: ServedModel, pipe: Any, run: Run, started: float) -> str:
+    """The post-denoise stage of one job: output check, signed MP4 and stills stored, the job
+    completed (only now, with its files in place), webhook. Returns the job's outcome."""
+    job_id, extra = run.job_id, {"job_id": run.job_id}
+    frames, run.frames = run.frames, None  # the stage holds the only reference: freed when it returns
+    try:
+        try:
+            gone = ctx.jobs.report_progress(job_id, 96) == 0  # cancelled or deleted since the last step
+        except REDIS_DOWN:
+            gone = False  # Redis restarting: encode anyway, the final state write waits for it
+        if gone:  # skip the encode
+            ctx.jobs.fail(job_id, "cancelled", "The video was cancelled.")
+            notify(ctx, job_id)
+            return "failed"
         blocked = check_output(frames, ctx.settings.device)
         if blocked is not None:
             ctx.jobs.fail(job_id, *blocked)
             notify(ctx, job_id)
             return "failed"
-        assets = store_outputs(ctx, job_id, job, frames, pipe)
-    except PolicyViolation as exc:  # logged by the prompt's hash, never its text
-        log.info("prompt rejected by policy", extra={**extra, "prompt_sha256": exc.decision.prompt_sha256,
-                                                     "category": exc.decision.category})
-        ctx.jobs.fail(job_id, exc.code, policy_error(exc.decision)["error"]["message"])
-        notify(ctx, job_id)
-        return "failed"
+        assets = store_outputs(ctx, job_id, run.job, frames, pipe)
     except SigningFailed as exc:
         ctx.jobs.fail(job_id, "signing_failed", str(exc))
         notify(ctx, job_id)
         return "failed"
-    except SoftTimeLimitExceeded:
-        limit_s = model.time_limit_s or ctx.settings.job_time_limit_s
-        ctx.jobs.fail(job_id, "timeout", f"Generation took longer than the {limit_s} s limit.")
+    except SoftTimeLimitExceeded:  # only when the stage runs inside the task (overlap off)
+        ctx.jobs.fail(job_id, "timeout", over_limit(ctx, model))
         notify(ctx, job_id)
         return "failed"
     except Exception as exc:
-        if is_cancellation(exc) and superseded.is_set():
-            log.warning("job taken over by another worker; stopping this run", extra=extra)
-            return "superseded"
-        if is_cancellation(exc):
-            ctx.jobs.fail(job_id, "cancelled", "The video was cancelled.")
-            log.info("generation cancelled", extra=extra)
-        elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # say so, without server paths
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # say so, without server paths
             log.error("output storage full", extra=extra)
             through_redis_outage(lambda: ctx.jobs.fail(job_id, "storage_full", "The video could not be stored: "
                                                        "no space left on the output storage. Try again later."), job_id)
@@ -292,9 +452,10 @@ def generate_video(job_id: str) -> str:
         log.warning("job finished elsewhere; this run's record update skipped", extra=extra)
         return "superseded"
     if finished != "ok":
-        # Deleted or cancelled while the files were being written: nothing may point at them.
+        # Cancelled or deleted while the files were being written: nothing may point at them.
         ctx.storage.delete_job(job_id)
-        log.info("job gone before completion; outputs removed", extra=extra)
+        log.info("job gone before completion; outputs removed", extra={**extra, "state": finished})
+        notify(ctx, job_id)
         return "discarded"
     elapsed = time.perf_counter() - started
     metrics.observe(ctx.redis, "spacetime_generation_seconds", model.name, elapsed)
@@ -322,15 +483,16 @@ def through_redis_outage(call: Callable[[], str], job_id: str, patience_s: float
 
 
 def progress_callback(ctx: WorkerContext, job_id: str, model_name: str,
-                      superseded: threading.Event) -> Callable[[int, int], bool]:
-    """Per denoising step: record progress (0-95, the rest is encoding) and step latency;
-    returning False makes the pipeline raise GenerationCancelled within this step."""
+                      superseded: threading.Event, observe: bool = True) -> Callable[[int, int], bool]:
+    """Per denoising step: record progress (0-95, the rest is encoding) and (with `observe`) step
+    latency; returning False makes the pipeline raise GenerationCancelled within this step."""
     last = [time.perf_counter()]
 
     def callback(step: int, total: int) -> bool:
         now = time.perf_counter()
         try:
-            metrics.observe(ctx.redis, "spacetime_denoise_step_seconds", model_name, now - last[0])
+            if observe:
+                metrics.observe(ctx.redis, "spacetime_denoise_step_seconds", model_name, now - last[0])
             last[0] = now
             state = ctx.jobs.report_progress(job_id, int(95 * step / max(total, 1)))
         except REDIS_DOWN as exc:  # Redis restarting: keep denoising, report at the next step
@@ -339,6 +501,20 @@ def progress_callback(ctx: WorkerContext, job_id: str, model_name: str,
         if state == 2:  # 0: cancelled or deleted; 2: another worker holds the job now
             superseded.set()
         return state == 1
+
+    return callback
+
+
+def batch_callback(ctx: WorkerContext, runs: list[Run], model_name: str) -> Callable[[int, int], bool]:
+    """One step callback for a batch: each job's progress. A job cancelled, deleted or taken over
+    is marked stopped (its clip is still computed, then dropped); the batch stops when all are."""
+    callbacks = [progress_callback(ctx, r.job_id, model_name, r.superseded, observe=i == 0) for i, r in enumerate(runs)]
+
+    def callback(step: int, total: int) -> bool:
+        for run, one in zip(runs, callbacks):
+            if not run.stopped and not one(step, total):
+                run.stopped = True
+        return not all(r.stopped for r in runs)
 
     return callback
 

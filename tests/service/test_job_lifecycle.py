@@ -16,11 +16,12 @@ SPEC = {"model": "spacetime-parked", "prompt": "p", "negative_prompt": "", "seco
         "seed": 1, "num_inference_steps": 2, "guidance_scale": 5.0, "fps": 8, "webhook_url": None}
 
 
-def create(redis_url: str, owner: str = "lifecycle") -> str:
+def create(redis_url: str, owner: str = "lifecycle", spec: dict | None = None) -> str:
     async def go() -> str:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
-            result = await JobStore(client).create(owner, SPEC, max_active=100, idempotency_key=None, idem_ttl_s=60)
+            result = await JobStore(client).create(owner, spec or SPEC, max_active=100, idempotency_key=None,
+                                                   idem_ttl_s=60)
         finally:
             await client.aclose()
         return result.job_id
@@ -163,3 +164,39 @@ def test_a_hard_killed_run_fails_its_job_once_and_only_its_own(redis_url: str, r
     assert killed.fail_killed(asked, "timeout", "x") == "ok"
     assert r.hget(f"st:job:{asked}", "error_code") == "cancelled"
     assert killed.fail_killed("video_missing", "timeout", "x") == "missing"
+
+
+def test_batch_claim_takes_queued_look_alikes_only(redis_url: str, r: redis.Redis) -> None:
+    # BATCH_CLAIM: queued jobs of the leader's model and clip shape, oldest first, up to the cap;
+    # the claimed jobs' own deliveries then find them held (busy) by the batching worker.
+    spec = {**SPEC, "model": "lifecycle-batch-model"}  # a queue of this test's own
+    leader, alike, other_shape, cancelled, alike2, alike3, over_cap = (create(redis_url, spec=spec) for _ in range(7))
+    r.hset(f"st:job:{other_shape}", "num_inference_steps", "9")
+    cancel(redis_url, cancelled)
+    a = worker(r, "lc-batch")
+    assert a.claim(leader, max_attempts=3) == ("claimed", "1")
+    assert a.claim_alike(leader, max_jobs=3, max_attempts=3) == [alike, alike2, alike3]
+    for job in (alike, alike2, alike3):
+        record = r.hgetall(f"st:job:{job}")
+        assert (record["status"], record["worker"], record["attempts"]) == ("in_progress", "lc-batch", "1")
+        assert r.hget("st:running", job) == "lc-batch" and r.zrank("st:queue:lifecycle-batch-model", job) is None
+        assert a.claim(job, max_attempts=3) == ("busy", "lc-batch")  # its own message: a no-op
+    assert r.hget(f"st:job:{other_shape}", "status") == "queued"
+    assert r.hget(f"st:job:{cancelled}", "status") == "failed"
+    assert r.hget(f"st:job:{over_cap}", "status") == "queued"  # beyond max_jobs
+    assert a.claim_alike(leader, max_jobs=0, max_attempts=3) == []
+    for job in (leader, alike, alike2, alike3):  # nothing left running for a reaper to requeue
+        assert a.complete(job, expires_at=2**31, assets={}) == "ok"
+
+
+def test_a_cancel_requested_before_completion_wins(redis_url: str, r: redis.Redis) -> None:
+    # The video was being encoded when the cancel came: completing fails it as cancelled instead
+    # (the worker then removes the files it stored).
+    job = create(redis_url)
+    a = worker(r, "lc-late-cancel")
+    a.claim(job, max_attempts=3)
+    assert cancel(redis_url, job) == "requested"
+    assert a.complete(job, expires_at=2**31, assets={}) == "cancelled"
+    record = r.hgetall(f"st:job:{job}")
+    assert (record["status"], record["error_code"]) == ("failed", "cancelled")
+    assert r.zscore("st:expiry", job) is None and r.hget("st:running", job) is None
