@@ -177,6 +177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame counts to cycle through (4k+1)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+    parser.add_argument("--mode", choices=("exact", "fast"), default="exact",
+                        help="sampling mode (fast: step cache + guidance window; see docs/performance.md)")
     parser.add_argument("--vae-clips", type=int, default=12, help="held-out clips for VAE PSNR (0 skips)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write summary + per-prompt scores here")
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         def generate(case: EvalCase) -> np.ndarray:
             return pipe(prompt=case.prompt, num_frames=case.num_frames, height=case.height,
                         width=case.width, fps=FPS, num_inference_steps=args.steps,
-                        guidance_scale=args.guidance, seed=case.seed)
+                        guidance_scale=args.guidance, seed=case.seed, mode=args.mode)
 
     summary, scores = evaluate(generate, cases)
     if pipe is not None and args.vae_clips > 0:
@@ -213,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     summary["wall_s"] = round(time.perf_counter() - start, 1)
     summary["model"] = "ground-truth" if args.ground_truth else str(args.model)
     summary["mode"] = "ground-truth" if args.ground_truth else "reconstruct" if args.reconstruct else "generate"
+    summary["sampling"] = args.mode
     print(format_table(summary))
     print(f"wall time {summary['wall_s']} s on {args.device}")
     if args.json:
