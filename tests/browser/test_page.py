@@ -30,7 +30,7 @@ def test_submit_watch_play_regenerate_list_delete(
 ) -> None:
     open_page(page, embedded)
     page.evaluate(RECORD_JS)
-    fill_tiny(page, PROMPT, steps=4)
+    fill_tiny(page, PROMPT, steps=20)  # the default: this clip is the README picture
     submit(page)
 
     # 1. the job panel follows the event stream to the end; progress only ever goes up
@@ -82,7 +82,7 @@ def test_submit_watch_play_regenerate_list_delete(
     expect(page.get_by_label("Prompt", exact=True)).to_be_focused()
     expect(page.get_by_label("Prompt", exact=True)).to_have_value(PROMPT)
     expect(page.get_by_label("Seed")).to_have_value(str(seed))
-    expect(page.get_by_label("Denoising steps")).to_have_value("4")
+    expect(page.get_by_label("Denoising steps")).to_have_value("20")
 
     # 5. "again with this seed" submits the same settings at once: a new job with the same seed
     page.get_by_role("button", name="Again with this seed").click()
