@@ -5,11 +5,13 @@ clip in exact mode and in each fast setting with the same seed, and reports per 
 wall time of the pipeline call (median over prompts), the transformer work done (block-rows: how
 many (sample, block) pairs ran, counted with forward hooks; exact = steps x 2 x layers), the share
 of forwards served by the step cache, and PSNR of the fast frames against the exact frames
-(mean and worst over prompts). The tiny model is undertrained, so prompt-adherence scores from the
-shapes evaluator mean nothing yet; PSNR against exact is the quality measure here.
+(mean and worst over prompts). With `--adherence` the prompts are `spacetime eval`'s default set
+(30 seen, 32 held-out, 30 two-object prompts, each at its own size and length) and every clip is
+also scored by the shapes evaluator: "all right" per split, and the drop against exact in points.
 
     .venv/bin/python bench/fast_mode.py [--prompts 8] [--steps 20] [--threads 1]
     .venv/bin/python bench/fast_mode.py --grid       # also a small threshold x window sweep
+    .venv/bin/python bench/fast_mode.py --adherence --threads 2   # + the evaluator's scores (~15 min)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from model.eval import build_prompt_set  # noqa: E402
+from model.eval import build_prompt_set, score_case, summarise  # noqa: E402
 from model.pipeline import load_pipeline  # noqa: E402
 from model.step_cache import FastSampling  # noqa: E402
 
@@ -43,6 +45,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grid", action="store_true", help="sweep cache thresholds and guidance windows")
+    parser.add_argument("--adherence", action="store_true",
+                        help="eval's default prompt set, scored by the shapes evaluator (and a few milder settings)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -50,7 +54,10 @@ def main() -> int:
     rows_run = [0]
     for block in pipe.transformer.blocks:
         block.register_forward_hook(lambda mod, inp, out: rows_run.__setitem__(0, rows_run[0] + inp[0].shape[0]))
-    cases = build_prompt_set(num_seen=args.prompts - args.prompts // 4, num_heldout=0, num_pairs=args.prompts // 4)
+    if args.adherence:
+        cases = build_prompt_set()
+    else:
+        cases = build_prompt_set(num_seen=args.prompts - args.prompts // 4, num_heldout=0, num_pairs=args.prompts // 4)
 
     settings: list[tuple[str, FastSampling | None]] = [("exact", None), ("fast (default)", FastSampling())]
     if args.grid:
@@ -60,40 +67,54 @@ def main() -> int:
                                  FastSampling(cache_threshold=threshold, guidance_window=window)))
         settings.append(("guidance window only (0, 0.6)", FastSampling(cache_threshold=0.0)))
         settings.append(("cache only 0.08", FastSampling(guidance_window=(0.0, 1.0))))
+    if args.adherence:
+        for threshold, window in ((0.08, (0.0, 0.6)), (0.15, (0.0, 1.0)), (0.08, (0.0, 1.0)), (0.04, (0.0, 1.0)),
+                                  (0.0, (0.0, 0.6))):
+            settings.append((f"thr {threshold} window {window}",
+                             FastSampling(cache_threshold=threshold, guidance_window=window)))
 
     exact_frames: dict[int, np.ndarray] = {}
     results = []
     pipe("warm-up", num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=2, seed=0)
     for name, fast in settings:
-        times, work, cached, psnrs = [], [], [], []
+        times, work, cached, psnrs, scores = [], [], [], [], []
         for i, case in enumerate(cases):
             if fast is not None:
                 pipe.fast_sampling = fast
             rows_run[0] = 0
             t0 = time.perf_counter()
-            frames = pipe(case.prompt, num_frames=FRAMES, height=HEIGHT, width=WIDTH, num_inference_steps=args.steps,
-                          seed=case.seed, mode="exact" if fast is None else "fast")
+            shape = (case.num_frames, case.height, case.width) if args.adherence else (FRAMES, HEIGHT, WIDTH)
+            frames = pipe(case.prompt, num_frames=shape[0], height=shape[1], width=shape[2],
+                          num_inference_steps=args.steps, seed=case.seed, mode="exact" if fast is None else "fast")
             times.append(time.perf_counter() - t0)
             stats = pipe.last_stats
-            work.append(rows_run[0])
+            work.append(rows_run[0] / shape[0])  # per frame: clips differ in length with --adherence
+            scores.append(score_case(case, frames))
             cached.append(stats["cached_forwards"] / stats["forwards"])
             if fast is None:
                 exact_frames[i] = frames
             else:
                 psnrs.append(psnr(frames, exact_frames[i]))
         results.append((name, statistics.median(times), statistics.mean(work), statistics.mean(cached),
-                        stats["guided_steps"], psnrs))
+                        stats["guided_steps"], psnrs, summarise(scores)))
 
     print(f"# spacetime-tiny | {FRAMES} frames {HEIGHT}x{WIDTH} | {args.steps} steps | guidance "
           f"{pipe.guidance_scale} | {len(cases)} prompts | {args.threads} thread(s) | torch {torch.__version__}")
     base_time, base_work = results[0][1], results[0][2]
+    splits = [s for s in ("seen", "heldout", "pairs") if s in results[0][6]]
+    base_all = [results[0][6][s]["all_right"] for s in splits]
     print("| setting | s / clip (median) | speedup (wall) | transformer work | speedup (work) | cached forwards "
-          "| guided steps | PSNR vs exact dB (mean / worst) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, t, w, c, g, p in results:
-        quality = f"{statistics.mean(p):.1f} / {min(p):.1f}" if p else "-"
+          "| guided steps | PSNR vs exact dB (mean / worst) | all right " + " / ".join(splits) + " | drop, points |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, t, w, c, g, p, summary in results:
+        finite = [v for v in p if np.isfinite(v)]  # identical frames give inf
+        quality = (f"{statistics.mean(finite):.1f} / {min(finite):.1f}" if finite else "identical") if p else "-"
+        if finite and len(finite) < len(p):
+            quality += f" ({len(p) - len(finite)} identical)"
+        right = [summary[s]["all_right"] for s in splits]
+        drop = 100 * float(np.mean(base_all) - np.mean(right))
         print(f"| {name} | {t:.2f} | {base_time / t:.2f}x | {w / base_work:.0%} | {base_work / w:.2f}x | {c:.0%} "
-              f"| {g}/{args.steps} | {quality} |")
+              f"| {g}/{args.steps} | {quality} | {' / '.join(f'{r:.1%}' for r in right)} | {drop:+.1f} |")
     return 0
 
 
