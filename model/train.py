@@ -77,6 +77,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
+    pair_share: float = 0.5          # shapes world: share of two-object scenes
+    caption_noise: float = 0.0       # shapes world: share of captions with style words ("..., cinematic, 4k")
     timestep_shift: float = 1.0      # >1 trains more at high noise, where layout and colour are decided
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
@@ -134,7 +136,8 @@ def batches(cfg: TrainConfig, frames: tuple[int, ...], voxels: int, device: torc
             seed: int) -> Iterator[Batch]:
     """Training batches from the shapes world (training split only) or the video folder."""
     if cfg.data == "shapes":
-        return ShapesWorldStream(voxels, seed, device, all_buckets(cfg.sizes, frames)).prefetched(cfg.workers)
+        return ShapesWorldStream(voxels, seed, device, all_buckets(cfg.sizes, frames), pair_share=cfg.pair_share,
+                                 caption_noise=cfg.caption_noise).prefetched(cfg.workers)
     from model.data.video_folder import VideoFolderDataset
 
     dataset = VideoFolderDataset(cfg.data, max_frames=max(frames), sizes=cfg.sizes)
@@ -364,11 +367,11 @@ def _latent_source(cfg: TrainConfig, vae: nn.Module, device: torch.device, rng: 
 
     cache, started = LatentCache(), time.perf_counter()
     cache.fill(encode, all_buckets(cfg.sizes, cfg.dit_frames), cfg.cache_clips_per_bucket,
-               cfg.cache_time_s, cfg.cache_voxels, int(rng.integers(2**31)), device)
+               cfg.cache_time_s, cfg.cache_voxels, int(rng.integers(2**31)), device, cfg.pair_share)
     log(f"[dit] latent cache: {len(cache)} clips in {time.perf_counter() - started:.0f} s")
 
     def from_cache() -> tuple[torch.Tensor, list[str]]:
-        batch = cache.sample(cfg.dit_voxels, rng)
+        batch = cache.sample(cfg.dit_voxels, rng, caption_noise=cfg.caption_noise)
         return batch.video, batch.captions
     return from_cache
 
@@ -510,6 +513,8 @@ HELP = {
     "cache_clips_per_bucket": "shapes world: clips encoded once per bucket for the DiT stage",
     "caption_dropout": "share of empty captions (unconditional model for guidance)",
     "timestep_shift": "shift of the logit-normal noise levels (the sampler uses the preset's shift)",
+    "pair_share": "shapes world: share of two-object scenes (0-1)",
+    "caption_noise": "shapes world: share of captions padded with style words, mostly unknown ones (0-1)",
 }
 
 
@@ -535,6 +540,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for t in (values["vae_frames"], *values["dit_frames"]):
         if (t - 1) % 4:
             raise ValueError(f"frame counts must be 4k+1 (9, 17, 25, 33...), got {t}")
+    for name in ("pair_share", "caption_noise", "caption_dropout"):
+        if not 0.0 <= values[name] <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {values[name]}")
     if values["sizes"] is None:
         values["sizes"] = SIZES
     else:

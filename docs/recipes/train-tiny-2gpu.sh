@@ -10,6 +10,7 @@
 #   learning rates. Then both are evaluated (`spacetime eval`, default prompt set), and
 #   OUT/best names the better export (by held-out "all right", then pairs both-right).
 # Run from the repository root; `python3 -m workers.cli` is `spacetime` without the install.
+# DIT_EXTRA adds options to every DiT run, e.g. DIT_EXTRA="--pair-share 0.7 --caption-noise 0.2".
 set -uo pipefail
 OUT=${1:?usage: $0 OUT [PHASE_A_S] [PHASE_B_S]}
 A_S=${2:-500}
@@ -17,7 +18,7 @@ B_S=${3:-520}
 mkdir -p "$OUT"
 st() { python3 -m workers.cli "$@"; }
 common=(--workers 10 --log-every 250 --ckpt-every-s 100000)
-dit=(--dit-voxels 71303168 --timestep-shift 2 --cache-clips-per-bucket 5000 --cache-time-s 45)
+dit=(--dit-voxels 71303168 --timestep-shift 2 --cache-clips-per-bucket 5000 --cache-time-s 45 ${DIT_EXTRA:-})
 
 echo "phase A: $(date -u +%T)"
 CUDA_VISIBLE_DEVICES=0 st train --stage vae --init model/weights/spacetime-tiny --out "$OUT/vae" \

@@ -63,8 +63,10 @@ class ShapesWorldStream:
     """
 
     def __init__(self, voxels_per_batch: int, seed: int = 0, device: torch.device | str = "cpu",
-                 buckets: list[Bucket] | None = None, max_batch: int = 256) -> None:
+                 buckets: list[Bucket] | None = None, max_batch: int = 256, pair_share: float = 0.5,
+                 caption_noise: float = 0.0) -> None:
         self.buckets = buckets or all_buckets()
+        self.pair_share, self.caption_noise = pair_share, caption_noise  # see sample_scene, random_caption
         self.voxels_per_batch = voxels_per_batch
         self.max_batch = max_batch
         self.seed = seed
@@ -75,10 +77,10 @@ class ShapesWorldStream:
         """The CPU half of a batch: scenes, placements (packed arrays) and captions."""
         bucket = self.buckets[int(self.rng.integers(len(self.buckets)))]
         n = batch_size_for(bucket, self.voxels_per_batch, self.max_batch)
-        scenes = [sample_scene(self.rng, "train") for _ in range(n)]
+        scenes = [sample_scene(self.rng, "train", pair_share=self.pair_share) for _ in range(n)]
         placements = [place_scene(s, self.rng, bucket.height, bucket.width, bucket.num_frames)
                       for s in scenes]
-        captions = [random_caption(s, self.rng) for s in scenes]
+        captions = [random_caption(s, self.rng, self.caption_noise) for s in scenes]
         return Plan(bucket, pack(scenes, placements), captions, scenes)
 
     def next_batch(self) -> Batch:

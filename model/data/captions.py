@@ -100,12 +100,26 @@ def canonical_caption(scene) -> str:
     return text
 
 
-def random_caption(scene, rng: np.random.Generator) -> str:
-    """One varied caption for `scene`; falls back to the canonical one if nothing fits."""
+# Prompt-style padding users add ("..., cinematic, 4k"). Most of these words are not in the tiny
+# model's vocabulary: with `noise` > 0 training sees <unk> and stray commas and learns to ignore them.
+STYLE_WORDS = ["cinematic", "4k", "hd", "high quality", "beautiful", "simple", "slow motion",
+               "animation", "minimal", "detailed", "sharp", "clean render", "trending"]
+
+
+def random_caption(scene, rng: np.random.Generator, noise: float = 0.0) -> str:
+    """One varied caption for `scene`; falls back to the canonical one if nothing fits. With
+    probability `noise`, style words are added before or after it (when it still fits)."""
     templates = _SINGLE_TEMPLATES if len(scene.objects) == 1 else _PAIR_TEMPLATES
     for _ in range(8):
         phrases = [_object_phrase(obj, rng) for obj in scene.objects]
         text = _fill(templates[int(rng.integers(len(templates)))], phrases)
         if len(text.encode()) <= MAX_CAPTION_BYTES:
-            return text
-    return canonical_caption(scene)
+            break
+    else:
+        text = canonical_caption(scene)
+    if noise > 0 and rng.random() < noise:
+        style = ", ".join(STYLE_WORDS[int(i)] for i in rng.choice(len(STYLE_WORDS), int(rng.integers(1, 4)), replace=False))
+        noisy = f"{style}, {text}" if rng.random() < 0.3 else f"{text}, {style}"
+        if len(noisy.encode()) <= MAX_CAPTION_BYTES:
+            text = noisy
+    return text

@@ -32,13 +32,14 @@ class LatentCache:
     @torch.no_grad()
     def fill(self, encode: Callable[[torch.Tensor], torch.Tensor], buckets: list[Bucket],
              clips_per_bucket: int, time_s: float, voxels_per_call: int, seed: int,
-             device: torch.device | str) -> None:
+             device: torch.device | str, pair_share: float = 0.5) -> None:
         """Encode round-robin over `buckets` until each has `clips_per_bucket` or time runs out.
 
         encode: pixels (B, 3, T, H, W) in [-1, 1] -> normalised latents (B, C, T', H', W').
         """
         start = time.perf_counter()
-        streams = {b: ShapesWorldStream(voxels_per_call, seed + i, device, [b]) for i, b in enumerate(buckets)}
+        streams = {b: ShapesWorldStream(voxels_per_call, seed + i, device, [b], pair_share=pair_share)
+                   for i, b in enumerate(buckets)}
         while True:
             pending = [b for b in buckets if len(self.scenes.get(b, [])) < clips_per_bucket]
             if not pending or (len(self) and time.perf_counter() - start > time_s):
@@ -50,7 +51,8 @@ class LatentCache:
         for bucket in list(self.latents):  # one tensor per bucket for fast indexing
             self.latents[bucket] = [torch.cat(self.latents[bucket])]
 
-    def sample(self, voxels_per_batch: int, rng: np.random.Generator, max_batch: int = 256) -> Batch:
+    def sample(self, voxels_per_batch: int, rng: np.random.Generator, max_batch: int = 256,
+               caption_noise: float = 0.0) -> Batch:
         """A batch from one bucket (chosen by how many clips it holds) with fresh captions;
         `Batch.video` holds latents here, not pixels."""
         buckets = sorted(self.scenes, key=lambda b: (b.num_frames, b.height, b.width))
@@ -60,4 +62,4 @@ class LatentCache:
         idx = rng.choice(len(self.scenes[bucket]), size=n, replace=False)
         latents = self.latents[bucket][0][torch.as_tensor(idx, device=self.latents[bucket][0].device)]
         scenes = [self.scenes[bucket][i] for i in idx]
-        return Batch(latents.float(), [random_caption(s, rng) for s in scenes], scenes)
+        return Batch(latents.float(), [random_caption(s, rng, caption_noise) for s in scenes], scenes)

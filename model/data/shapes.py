@@ -89,12 +89,14 @@ def sample_object(rng: np.random.Generator, split: str) -> ObjectSpec:
             return obj
 
 
-def sample_scene(rng: np.random.Generator, split: str = "train", num_objects: int | None = None) -> Scene:
-    """One or two objects with distinct colours (colour identifies an object in evaluation).
+def sample_scene(rng: np.random.Generator, split: str = "train", num_objects: int | None = None,
+                 pair_share: float = 0.5) -> Scene:
+    """One or two objects with distinct colours (colour identifies an object in evaluation);
+    two with probability `pair_share` unless `num_objects` is given.
 
     A held-out two-object scene has its first object held out and its second seen.
     """
-    k = num_objects if num_objects is not None else (1 if rng.random() < 0.5 else 2)
+    k = num_objects if num_objects is not None else (1 if rng.random() < 1.0 - pair_share else 2)
     if k not in (1, 2):
         raise ValueError(f"num_objects must be 1 or 2, got {k}")
     first = sample_object(rng, split)

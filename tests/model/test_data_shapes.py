@@ -106,3 +106,31 @@ def test_stream_batches_share_a_bucket_and_scale_batch_size():
     again = ShapesWorldStream(voxels_per_batch=4 * 9 * 128 * 128, seed=0).next_batch()
     first = ShapesWorldStream(voxels_per_batch=4 * 9 * 128 * 128, seed=0).next_batch()
     assert torch.equal(again.video, first.video) and again.captions == first.captions
+
+
+def test_pair_share_sets_the_two_object_rate_and_defaults_to_the_old_stream():
+    rng = np.random.default_rng(5)
+    pairs = sum(len(sample_scene(rng, "train", pair_share=0.8).objects) == 2 for _ in range(2000))
+    assert 1500 < pairs < 1700  # 80 % of 2,000, within ~4 standard deviations
+    assert all(len(sample_scene(rng, "train", pair_share=0.0).objects) == 1 for _ in range(100))
+    # The default equals the stream the shipped weights were trained on (one draw, < 0.5 -> one object).
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    assert [sample_scene(a, "train") for _ in range(50)] == [sample_scene(b, "train", pair_share=0.5) for _ in range(50)]
+
+
+def test_caption_noise_pads_captions_with_style_words_that_still_fit():
+    from model.data.captions import STYLE_WORDS
+    from model.text_encoder import word_tokenizer
+
+    rng = np.random.default_rng(4)
+    tok = word_tokenizer()
+    scene = Scene((ObjectSpec("circle", "red", "left"),))
+    noisy = [random_caption(scene, rng, noise=1.0) for _ in range(300)]
+    padded = [c for c in noisy if any(w in c for w in STYLE_WORDS)]
+    assert len(padded) > 200  # the rest did not fit 63 bytes with their style words
+    assert all(len(c.encode()) <= MAX_CAPTION_BYTES for c in noisy)
+    assert sum(tok.unk_token_id in tok(c)["input_ids"] for c in padded) > 100  # training sees <unk>
+    assert any(c.startswith(tuple(STYLE_WORDS)) for c in padded) and any(c.endswith(tuple(STYLE_WORDS)) for c in padded)
+    # noise 0 draws nothing extra: the same captions as before the option existed
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    assert [random_caption(scene, a) for _ in range(50)] == [random_caption(scene, b, noise=0.0) for _ in range(50)]

@@ -103,6 +103,12 @@ def test_cli_arguments_and_errors():
         config_from_args(parser.parse_args(["--dit-frames", "10"]))
     with pytest.raises(ValueError, match="multiples of 16"):
         config_from_args(parser.parse_args(["--sizes", "100x64"]))
+    cfg = config_from_args(parser.parse_args(["--pair-share", "0.7", "--caption-noise", "0.2"]))
+    assert (cfg.pair_share, cfg.caption_noise) == (0.7, 0.2)
+    with pytest.raises(ValueError, match="--pair-share must be between 0 and 1"):
+        config_from_args(parser.parse_args(["--pair-share", "1.5"]))
+    with pytest.raises(ValueError, match="--caption-noise must be between 0 and 1"):
+        config_from_args(parser.parse_args(["--caption-noise", "-0.1"]))
 
 
 def test_latent_cache_redraws_captions_per_use():
