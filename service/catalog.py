@@ -15,6 +15,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+# The hard time limit follows the soft one by this much: the soft limit raises inside the task (the
+# job fails as "timeout" and the worker goes on); the hard one kills a pool process stuck where
+# Python cannot interrupt it.
+HARD_LIMIT_GRACE_S = 10
+
 
 class ServedModel(BaseModel):
     name: str
@@ -48,6 +53,11 @@ class ServedModel(BaseModel):
         if self.default_size not in self.sizes or self.default_seconds not in self.seconds:
             raise ValueError(f"model {self.name}: defaults must be among the allowed sizes / seconds")
         return self
+
+    def time_limits_s(self, default_s: int) -> tuple[int, int]:
+        """(soft, hard) seconds for one of this model's jobs: its own limit, else `default_s`."""
+        soft_s = self.time_limit_s or default_s
+        return soft_s, soft_s + HARD_LIMIT_GRACE_S
 
     def num_frames(self, seconds: str) -> int:
         """Frames for a clip: seconds * fps + 1 (the VAE's 4k+1 rule holds when fps is a multiple of 4)."""

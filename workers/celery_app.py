@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from service.catalog import Catalog
+from service.catalog import HARD_LIMIT_GRACE_S, Catalog
 from service.config import Settings, get_settings
 
 GENERATE_TASK = "spacetime.generate_video"
@@ -28,7 +28,7 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # Defaults; the gateway sends each job with its model's limits (see create_video).
         task_soft_time_limit=settings.job_time_limit_s,
-        task_time_limit=settings.job_time_limit_s + 10,
+        task_time_limit=settings.job_time_limit_s + HARD_LIMIT_GRACE_S,
         task_ignore_result=True,
         task_default_queue=catalog.default.queue,
         # Routing by name: the default model's queue for generation (the gateway names the

@@ -35,7 +35,7 @@ from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from service import metrics, webhooks
-from service.catalog import Catalog, ServedModel
+from service.catalog import HARD_LIMIT_GRACE_S, Catalog, ServedModel
 from service.config import Settings, get_settings
 from service.jobs import WorkerJobs, to_public
 from service.logs import configure_logging
@@ -220,9 +220,11 @@ def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
                 if job and ctx.jobs.requeue(job_id, dead):
                     model = ctx.catalog.get(job["model"])
                     # The model's own limits, as the gateway sent them (else the rerun gets the defaults).
-                    limit_s = (model.time_limit_s if model else None) or ctx.settings.job_time_limit_s
+                    default_s = ctx.settings.job_time_limit_s
+                    soft_s, hard_s = (model.time_limits_s(default_s) if model
+                                      else (default_s, default_s + HARD_LIMIT_GRACE_S))
                     app.send_task(GENERATE_TASK, args=[job_id], queue=model.queue if model else None,
-                                  soft_time_limit=limit_s, time_limit=limit_s + 10)
+                                  soft_time_limit=soft_s, time_limit=hard_s)
                     log.warning("requeued a job whose worker died", extra={"job_id": job_id, "dead_worker": dead})
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
@@ -335,7 +337,8 @@ def generate_video(job_id: str) -> str:
         return finish()[0]
     try:
         # Waits while the previous job still finishes. The stage gets the task's hard limit.
-        background_stage().submit(finish, [r.job_id for r in runs], hard_limit_s(ctx, model))
+        _, hard_s = model.time_limits_s(ctx.settings.job_time_limit_s)
+        background_stage().submit(finish, [r.job_id for r in runs], hard_s)
     except SoftTimeLimitExceeded:
         fail_runs(ctx, runs, "timeout", over_limit(ctx, model))
         return "failed"
@@ -343,11 +346,7 @@ def generate_video(job_id: str) -> str:
 
 
 def over_limit(ctx: WorkerContext, model: ServedModel) -> str:
-    return f"Generation took longer than the {model.time_limit_s or ctx.settings.job_time_limit_s} s limit."
-
-
-def hard_limit_s(ctx: WorkerContext, model: ServedModel) -> float:
-    return (model.time_limit_s or ctx.settings.job_time_limit_s) + 10  # as the gateway sends it (time_limit)
+    return f"Generation took longer than the {model.time_limits_s(ctx.settings.job_time_limit_s)[0]} s limit."
 
 
 def stop_overdue_stage(ctx: WorkerContext, job_ids: Sequence[str]) -> None:

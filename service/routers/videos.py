@@ -151,12 +151,10 @@ async def create_video(
                            code="idempotency_key_reused")
         response.headers["Idempotent-Replayed"] = "true"
         return _with_poll_hint(response, await jobs.public(record), settings.poll_after_ms)
-    # The soft limit raises inside the task (the job fails as "timeout" and the worker goes on);
-    # the hard limit, 10 s later, kills a pool process stuck where Python cannot interrupt it.
-    limit_s = model.time_limit_s or settings.job_time_limit_s
+    soft_s, hard_s = model.time_limits_s(settings.job_time_limit_s)
     try:
         await run_in_threadpool(request.app.state.celery.send_task, TASK_NAME, args=[result.job_id],
-                                queue=model.queue, soft_time_limit=limit_s, time_limit=limit_s + 10)
+                                queue=model.queue, soft_time_limit=soft_s, time_limit=hard_s)
     except Exception as exc:  # broker down: the job can never run, say so on the record and to the caller
         log.error("could not queue job", extra={"job_id": result.job_id, "error": str(exc)})
         await jobs.mark_failed(result.job_id, "queue_unavailable", "The job could not be queued.")

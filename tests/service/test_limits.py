@@ -90,3 +90,12 @@ def test_prompt_policy_rejects_before_queueing(settings_for, redis_url) -> None:
         assert resp.status_code == 400
         assert resp.json()["error"]["code"] == "content_policy_violation" and resp.json()["error"]["param"] == "prompt"
         assert c.get("/v1/videos", headers=headers).json()["data"] == []
+
+
+def test_a_models_time_limits_are_its_own_else_the_default_and_the_hard_one_follows():
+    from service.catalog import BUILTIN_MODELS, HARD_LIMIT_GRACE_S
+
+    tiny = BUILTIN_MODELS["spacetime-tiny"]
+    assert tiny.time_limit_s is None and tiny.time_limits_s(1800) == (1800, 1800 + HARD_LIMIT_GRACE_S)
+    capped = tiny.model_copy(update={"time_limit_s": 3})
+    assert capped.time_limits_s(1800) == (3, 3 + HARD_LIMIT_GRACE_S)
