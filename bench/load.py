@@ -20,6 +20,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,20 +54,31 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
+async def timed_call(request: Awaitable[httpx.Response], label: str, samples_ms: list[float],
+                     tally: Tally) -> httpx.Response | None:
+    """Await one API call: its latency goes to `samples_ms`; a transport error or a non-200
+    answer goes to `tally.errors` and gives None."""
+    started = time.perf_counter()
+    try:
+        response = await request
+    except httpx.HTTPError as exc:
+        tally.errors.append(f"{label}: {type(exc).__name__}: {exc}")
+        return None
+    samples_ms.append((time.perf_counter() - started) * 1000)
+    if response.status_code != 200:
+        tally.errors.append(f"{label} {response.status_code}: {response.text[:200]}")
+        return None
+    return response
+
+
 async def client_loop(url: str, key: str, tally: Tally, budget: list[int], stop_at: float, poll_s: float) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
         while time.monotonic() < stop_at and budget[0] > 0:
             budget[0] -= 1
             started = time.perf_counter()
-            try:
-                response = await client.post("/v1/videos", json=TINY_JOB)
-            except httpx.HTTPError as exc:
-                tally.errors.append(f"create: {type(exc).__name__}: {exc}")
-                continue
-            tally.create_ms.append((time.perf_counter() - started) * 1000)
-            if response.status_code != 200:
-                tally.errors.append(f"create {response.status_code}: {response.text[:200]}")
+            response = await timed_call(client.post("/v1/videos", json=TINY_JOB), "create", tally.create_ms, tally)
+            if response is None:
                 continue
             video_id = response.json()["id"]
             tally.accepted.append(video_id)
@@ -78,15 +90,8 @@ async def follow(client: httpx.AsyncClient, video_id: str, started: float, tally
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         await asyncio.sleep(poll_s)
-        t0 = time.perf_counter()
-        try:
-            response = await client.get(f"/v1/videos/{video_id}")
-        except httpx.HTTPError as exc:
-            tally.errors.append(f"poll: {type(exc).__name__}: {exc}")
-            continue
-        tally.poll_ms.append((time.perf_counter() - t0) * 1000)
-        if response.status_code != 200:
-            tally.errors.append(f"poll {response.status_code}: {response.text[:200]}")
+        response = await timed_call(client.get(f"/v1/videos/{video_id}"), "poll", tally.poll_ms, tally)
+        if response is None:
             continue
         video = response.json()
         if video["status"] == "failed":
