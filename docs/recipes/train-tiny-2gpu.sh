@@ -11,6 +11,8 @@
 #   OUT/best names the better export (by held-out "all right", then pairs both-right).
 # Run from the repository root; `python3 -m workers.cli` is `spacetime` without the install.
 # DIT_EXTRA adds options to every DiT run, e.g. DIT_EXTRA="--pair-share 0.7 --caption-noise 0.2".
+# DIT_A_INIT=FOLDER makes phase A continue that pipeline's DiT + text encoder instead of a fresh
+# one (e.g. model/weights/spacetime-tiny), at DIT_A_LR (default 1e-3).
 set -uo pipefail
 OUT=${1:?usage: $0 OUT [PHASE_A_S] [PHASE_B_S]}
 A_S=${2:-500}
@@ -24,8 +26,9 @@ echo "phase A: $(date -u +%T)"
 CUDA_VISIBLE_DEVICES=0 st train --stage vae --init model/weights/spacetime-tiny --out "$OUT/vae" \
     --vae-frames 17 --vae-time-s "$A_S" --vae-voxels 8912896 --vae-lr 6e-4 --warmup-steps 100 \
     "${common[@]}" > "$OUT/vae.log" 2>&1 &
-CUDA_VISIBLE_DEVICES=1 st train --stage dit --init-vae model/weights/spacetime-tiny --out "$OUT/ditA" \
-    --dit-time-s $((A_S - 50)) --dit-lr 1e-3 --warmup-steps 200 "${dit[@]}" \
+if [ -n "${DIT_A_INIT:-}" ]; then a_init=(--init "$DIT_A_INIT"); else a_init=(--init-vae model/weights/spacetime-tiny); fi
+CUDA_VISIBLE_DEVICES=1 st train --stage dit "${a_init[@]}" --out "$OUT/ditA" \
+    --dit-time-s $((A_S - 50)) --dit-lr "${DIT_A_LR:-1e-3}" --warmup-steps 200 "${dit[@]}" \
     "${common[@]}" > "$OUT/ditA.log" 2>&1 &
 wait
 vae="$OUT/vae/pipeline"
