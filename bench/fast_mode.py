@@ -46,7 +46,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grid", action="store_true", help="sweep cache thresholds and guidance windows")
     parser.add_argument("--adherence", action="store_true",
-                        help="eval's default prompt set, scored by the shapes evaluator (and a few milder settings)")
+                        help="eval's default prompt set, scored by the shapes evaluator (and a few other settings)")
+    parser.add_argument("--default-only", action="store_true",
+                        help="with --adherence: exact and the default fast setting only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -67,8 +69,8 @@ def main() -> int:
                                  FastSampling(cache_threshold=threshold, guidance_window=window)))
         settings.append(("guidance window only (0, 0.6)", FastSampling(cache_threshold=0.0)))
         settings.append(("cache only 0.08", FastSampling(guidance_window=(0.0, 1.0))))
-    if args.adherence:
-        for threshold, window in ((0.08, (0.0, 0.6)), (0.15, (0.0, 1.0)), (0.08, (0.0, 1.0)), (0.04, (0.0, 1.0)),
+    if args.adherence and not args.default_only:
+        for threshold, window in ((0.15, (0.0, 0.6)), (0.15, (0.0, 1.0)), (0.08, (0.0, 1.0)), (0.04, (0.0, 1.0)),
                                   (0.0, (0.0, 0.6))):
             settings.append((f"thr {threshold} window {window}",
                              FastSampling(cache_threshold=threshold, guidance_window=window)))
