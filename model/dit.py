@@ -43,6 +43,12 @@ class DiTConfig:
     eps: float = 1e-6
     cross_attn_norm: bool = True  # LayerNorm (affine) before cross-attention, as Wan2.1
     rope_theta: float = 10000.0
+    # Absolute position of each patch, as sin/cos features of its normalised (y, x) centre through
+    # a zero-initialised Linear added to the tokens. RoPE alone makes the model translation
+    # equivariant: it cannot tell which half of the frame a patch is in, which the tiny model's
+    # two-object layout rule (the first-named object on the left) needs. Off for Wan (its weights
+    # have no such table); `enable_abs_pos()` adds it to trained weights without changing them.
+    abs_pos: bool = False
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(self.patch_size)
@@ -67,6 +73,22 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     q (B, heads, N, d), k/v (B, heads, M, d), mask (B, 1, 1, M) bool (True = attend) or None.
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, d)
+
+
+ABS_POS_FREQS = 8  # sin/cos of pi*k*u for k = 1..8 per axis: 32 features
+
+
+def abs_pos_features(grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """(N, 4*ABS_POS_FREQS) float32 features of each token's normalised (y, x) patch centre in
+    [0, 1], in (t, h, w) raster order: the same at every frame and for every frame size."""
+    t, h, w = grid
+    k = torch.arange(1, ABS_POS_FREQS + 1, dtype=torch.float32, device=device) * math.pi  # (K,)
+    axes = []
+    for n in (h, w):
+        u = (torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n  # (n,)
+        axes.append(torch.cat([(u[:, None] * k).sin(), (u[:, None] * k).cos()], dim=-1))  # (n, 2K)
+    feats = torch.cat([axes[0][:, None].expand(h, w, -1), axes[1][None].expand(h, w, -1)], dim=-1)  # (h, w, 4K)
+    return feats.reshape(1, h * w, -1).expand(t, -1, -1).reshape(t * h * w, -1)  # (N, 4K)
 
 
 def rope_frequencies(head_dim: int, grid: tuple[int, int, int], theta: float, device: torch.device) -> torch.Tensor:
@@ -246,6 +268,7 @@ class VideoDiT(nn.Module):
         self.y_embedder = TextProjection(cfg.text_dim, cfg.dim)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.final_layer = FinalLayer(cfg)
+        self.pos_embedder = nn.Linear(4 * ABS_POS_FREQS, cfg.dim) if cfg.abs_pos else None
         self.gradient_checkpointing = False
         self._rope_cache: dict[tuple, torch.Tensor] = {}
         self.initialize_weights()
@@ -274,6 +297,35 @@ class VideoDiT(nn.Module):
         nn.init.zeros_(self.final_layer.scale_shift_table)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self.pos_embedder is not None:  # starts as no change: trained weights keep their outputs
+            nn.init.zeros_(self.pos_embedder.weight)
+            nn.init.zeros_(self.pos_embedder.bias)
+
+    def enable_abs_pos(self) -> None:
+        """Add the absolute position table (zero, so outputs are unchanged) to a model without it."""
+        if self.pos_embedder is not None:
+            return
+        ref = self.x_embedder.weight
+        self.pos_embedder = nn.Linear(4 * ABS_POS_FREQS, self.config.dim, device=ref.device, dtype=ref.dtype)
+        nn.init.zeros_(self.pos_embedder.weight)
+        nn.init.zeros_(self.pos_embedder.bias)
+        self.config.abs_pos = True
+
+    def embed_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """Latent (B, C, T, H, W) -> patch tokens (B, N, D) and the token grid (t, h, w)."""
+        T, H, W = x.shape[2:]
+        pt, ph, pw = self.config.patch_size
+        if T % pt or H % ph or W % pw:
+            raise ValueError(f"latent (T, H, W) = {(T, H, W)} must be divisible by the patch {self.config.patch_size}")
+        grid = (T // pt, H // ph, W // pw)
+        tokens = self.x_embedder(x).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
+        if self.pos_embedder is not None:
+            key = ("abs", grid, str(x.device))
+            if key not in self._rope_cache:
+                self._rope_cache[key] = abs_pos_features(grid, x.device)
+            feats = self._rope_cache[key].to(self.pos_embedder.weight.dtype)
+            tokens = tokens + self.pos_embedder(feats).to(tokens.dtype)  # (B, N, D)
+        return tokens, grid
 
     def rope(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         key = (grid, str(device))
@@ -297,13 +349,9 @@ class VideoDiT(nn.Module):
     ) -> torch.Tensor:
         """x (B, C, T, H, W) noisy latent, timestep (B,) in [0, 1000], context (B, L, text_dim),
         context_mask (B, L) bool (True = real token) or None -> velocity (B, C_out, T, H, W)."""
-        B, _, T, H, W = x.shape
-        pt, ph, pw = self.config.patch_size
-        if T % pt or H % ph or W % pw:
-            raise ValueError(f"latent (T, H, W) = {(T, H, W)} must be divisible by the patch {self.config.patch_size}")
-        grid = (T // pt, H // ph, W // pw)
+        B = x.shape[0]
+        x, grid = self.embed_tokens(x)  # (B, N, D)
         rope = self.rope(grid, x.device)  # (N, d/2) complex rotations
-        x = self.x_embedder(x).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
         t = self.t_embedder(timestep.expand(B) if timestep.numel() == 1 else timestep)  # (B, D)
         t_mod = self.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)
         context = self.y_embedder(context.to(x.dtype))  # (B, L, D)

@@ -191,16 +191,12 @@ class ParallelVideoDiT(nn.Module):
         self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         dit, P, r = self.dit, self.mesh.seq_size, self.mesh.seq_rank
-        B, _, T, H, W = x.shape
-        pt, ph, pw = dit.config.patch_size
-        if T % pt or H % ph or W % pw:
-            raise ValueError(f"latent (T, H, W) = {(T, H, W)} must be divisible by the patch {dit.config.patch_size}")
-        grid = (T // pt, H // ph, W // pw)
+        B = x.shape[0]
+        tokens, grid = dit.embed_tokens(x)  # (B, N, D)
         N = math.prod(grid)
         n = -(-N // P)  # tokens per rank; the last rank(s) carry P*n - N padding rows
         rope = dit.rope(grid, x.device)  # (N, ...) rotations, token-major
         rope = torch.cat([rope, rope[-1:].expand(P * n - N, *rope.shape[1:])])[r * n:(r + 1) * n]  # (n, ...)
-        tokens = dit.x_embedder(x).flatten(2).transpose(1, 2)  # (B, N, D)
         tokens = F.pad(tokens, (0, 0, 0, P * n - N))[:, r * n:(r + 1) * n].contiguous()  # (B, n, D)
         t = dit.t_embedder(timestep.expand(B) if timestep.numel() == 1 else timestep)  # (B, D)
         t_mod = dit.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)

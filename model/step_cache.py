@@ -78,16 +78,12 @@ class FirstBlockCache(nn.Module):
     def forward(
         self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        dit, cfg = self.dit, self.dit.config
-        B, _, T, H, W = x.shape
-        pt, ph, pw = cfg.patch_size
-        if T % pt or H % ph or W % pw:
-            raise ValueError(f"latent (T, H, W) = {(T, H, W)} must be divisible by the patch {cfg.patch_size}")
-        grid = (T // pt, H // ph, W // pw)
-        self.steps += 1
+        dit = self.dit
         # 1. Embeddings and the first block, as VideoDiT.forward.
+        B = x.shape[0]
+        tokens, grid = dit.embed_tokens(x)  # (B, N, D)
+        self.steps += 1
         rope = dit.rope(grid, x.device)  # (N, d/2, 2)
-        tokens = dit.x_embedder(x).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
         t = dit.t_embedder(timestep.expand(B) if timestep.numel() == 1 else timestep)  # (B, D)
         t_mod = dit.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)
         context = dit.y_embedder(context.to(tokens.dtype))  # (B, L, D)

@@ -80,6 +80,7 @@ class TrainConfig:
     pair_share: float = 0.5          # shapes world: share of two-object scenes
     caption_noise: float = 0.0       # shapes world: share of captions with style words ("..., cinematic, 4k")
     timestep_shift: float = 1.0      # >1 trains more at high noise, where layout and colour are decided
+    abs_pos: bool = False            # DiT stage: add the absolute (y, x) position table (zero-initialised)
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
 
@@ -383,6 +384,8 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
     out = Path(cfg.out)
     steps, secs = cfg.budget("dit")
     pipe.vae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    if cfg.abs_pos:  # a no-op when the DiT has it; before the optimizer and any resume
+        pipe.transformer.enable_abs_pos()
     net = Denoiser(pipe.transformer, pipe.text_encoder).to(device=device, dtype=torch.float32).train()
     decay, no_decay = [], []
     for name, p in net.named_parameters():
@@ -515,6 +518,8 @@ HELP = {
     "timestep_shift": "shift of the logit-normal noise levels (the sampler uses the preset's shift)",
     "pair_share": "shapes world: share of two-object scenes (0-1)",
     "caption_noise": "shapes world: share of captions padded with style words, mostly unknown ones (0-1)",
+    "abs_pos": "give the DiT an absolute (y, x) position table (zero-initialised, so --init weights keep "
+               "their outputs until trained; the exported config records it)",
 }
 
 

@@ -125,3 +125,31 @@ def test_flop_count_matches_a_measured_forward(monkeypatch):
     predicted = flops_per_forward(TINY_DIT, (3, 8, 6), 6)
     assert abs(predicted - counter.get_total_flops()) / counter.get_total_flops() < 0.05
     assert count_parameters(model) > 0
+
+
+def test_absolute_position_table_starts_as_no_change_and_round_trips(tmp_path):
+    """`abs_pos`: a zero-initialised Linear over sin/cos features of each patch's normalised (y, x),
+    added to the tokens. Enabling it on trained weights keeps their outputs bit for bit; once it
+    is non-zero the output depends on it; it saves and loads, and old configs load without it."""
+    model = tiny_dit()
+    x, t, ctx, mask = _inputs(2, 3, 4, 6)
+    with torch.no_grad():
+        before = model(x, t, ctx, mask)
+        model.enable_abs_pos()
+        assert model.config.abs_pos and model.pos_embedder is not None
+        assert torch.equal(model(x, t, ctx, mask), before)
+        torch.nn.init.normal_(model.pos_embedder.weight, std=0.1)
+        after = model(x, t, ctx, mask)
+    assert (after - before).abs().max() > 1e-3
+    model.save_pretrained(tmp_path / "transformer")
+    loaded = VideoDiT.from_pretrained(tmp_path / "transformer")
+    assert loaded.config.abs_pos
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, ctx, mask), after)
+    # Features: (N, 32), the same at every frame, varying along both y and x.
+    feats = dit.abs_pos_features((3, 4, 6), torch.device("cpu")).view(3, 4, 6, -1)
+    assert feats.shape[-1] == 4 * dit.ABS_POS_FREQS
+    assert torch.equal(feats[0], feats[2])
+    assert not torch.equal(feats[0, 0, 0], feats[0, 0, 5]) and not torch.equal(feats[0, 0, 0], feats[0, 3, 0])
+    fresh = VideoDiT(DiTConfig(**{**TINY_DIT.__dict__, "abs_pos": True}))
+    assert not fresh.pos_embedder.weight.any()  # a fresh table is zero too

@@ -24,8 +24,10 @@ from model.sampling import GenerationCancelled, guided_velocity
 from model.vae import decode_latents
 
 # 4 heads: 2 and 4 ranks take the Ulysses all-to-all, 3 ranks the K/V all-gather fallback.
+# With the absolute position table (perturbed like the other zero-init tensors): every path embeds
+# through VideoDiT.embed_tokens, and the sharded tokens must carry their own positions.
 FOUR_HEADS = DiTConfig(patch_size=(1, 2, 2), in_channels=4, out_channels=4, dim=64, ffn_dim=128, num_heads=4,
-                       num_layers=2, text_dim=16, freq_dim=32)
+                       num_layers=2, text_dim=16, freq_dim=32, abs_pos=True)
 LATENT = (2, 4, 5, 2, 14)  # (B, C, T, H, W) -> grid (5, 1, 7): N = 35 tokens, divisible by none of 2, 3, 4
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32; only the order of a few reductions differs
 

@@ -21,8 +21,12 @@ def _inputs(B: int = 1, seed: int = 0):
     return x, t, ctx, torch.ones(B, 5, dtype=torch.bool)
 
 
-def test_threshold_zero_computes_exactly_what_the_model_computes():
+@pytest.mark.parametrize("abs_pos", [False, True])
+def test_threshold_zero_computes_exactly_what_the_model_computes(abs_pos):
     model = tiny_dit()
+    if abs_pos:
+        model.enable_abs_pos()
+        torch.nn.init.normal_(model.pos_embedder.weight, std=0.1)
     cache = FirstBlockCache(model, threshold=0.0, max_skips=5)
     with torch.no_grad():
         for seed in range(3):
