@@ -44,9 +44,9 @@ class DiTConfig:
     cross_attn_norm: bool = True  # LayerNorm (affine) before cross-attention, as Wan2.1
     rope_theta: float = 10000.0
     # Absolute position of each patch, as sin/cos features of its normalised (y, x) centre through
-    # a zero-initialised Linear added to the tokens. RoPE alone makes the model translation
-    # equivariant: it cannot tell which half of the frame a patch is in, which the tiny model's
-    # two-object layout rule (the first-named object on the left) needs. Off for Wan (its weights
+    # a zero-initialised Linear added to the tokens. RoPE alone is relative: a patch can tell
+    # which side of the frame it is on only from the frame's edges, which the tiny model's
+    # two-object layout rule (the first-named object on the left) needs directly. Off for Wan (its weights
     # have no such table); `enable_abs_pos()` adds it to trained weights without changing them.
     abs_pos: bool = False
 
@@ -320,12 +320,24 @@ class VideoDiT(nn.Module):
         grid = (T // pt, H // ph, W // pw)
         tokens = self.x_embedder(x).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
         if self.pos_embedder is not None:
-            key = ("abs", grid, str(x.device))
+            key = ("abs", grid, str(x.device))  # cached beside the RoPE tables (same lifetime)
             if key not in self._rope_cache:
                 self._rope_cache[key] = abs_pos_features(grid, x.device)
             feats = self._rope_cache[key].to(self.pos_embedder.weight.dtype)
             tokens = tokens + self.pos_embedder(feats).to(tokens.dtype)  # (B, N, D)
         return tokens, grid
+
+    def embed_conditions(
+        self, timestep: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None, batch: int,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Timestep and text -> t (B, D), the shared adaLN t_mod (B, 6, D), projected text (B, L, D)
+        and its attention mask (B, 1, 1, L) or None."""
+        t = self.t_embedder(timestep.expand(batch) if timestep.numel() == 1 else timestep)  # (B, D)
+        t_mod = self.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)
+        context = self.y_embedder(context.to(dtype))  # (B, L, D)
+        mask = None if context_mask is None else context_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+        return t, t_mod, context, mask
 
     def rope(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         key = (grid, str(device))
@@ -349,13 +361,9 @@ class VideoDiT(nn.Module):
     ) -> torch.Tensor:
         """x (B, C, T, H, W) noisy latent, timestep (B,) in [0, 1000], context (B, L, text_dim),
         context_mask (B, L) bool (True = real token) or None -> velocity (B, C_out, T, H, W)."""
-        B = x.shape[0]
         x, grid = self.embed_tokens(x)  # (B, N, D)
         rope = self.rope(grid, x.device)  # (N, d/2) complex rotations
-        t = self.t_embedder(timestep.expand(B) if timestep.numel() == 1 else timestep)  # (B, D)
-        t_mod = self.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)
-        context = self.y_embedder(context.to(x.dtype))  # (B, L, D)
-        mask = None if context_mask is None else context_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+        t, t_mod, context, mask = self.embed_conditions(timestep, context, context_mask, x.shape[0], x.dtype)
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, context, mask, t_mod, rope, use_reentrant=False)

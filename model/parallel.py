@@ -198,10 +198,7 @@ class ParallelVideoDiT(nn.Module):
         rope = dit.rope(grid, x.device)  # (N, ...) rotations, token-major
         rope = torch.cat([rope, rope[-1:].expand(P * n - N, *rope.shape[1:])])[r * n:(r + 1) * n]  # (n, ...)
         tokens = F.pad(tokens, (0, 0, 0, P * n - N))[:, r * n:(r + 1) * n].contiguous()  # (B, n, D)
-        t = dit.t_embedder(timestep.expand(B) if timestep.numel() == 1 else timestep)  # (B, D)
-        t_mod = dit.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)
-        context = dit.y_embedder(context.to(tokens.dtype))  # (B, L, D)
-        mask = None if context_mask is None else context_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+        t, t_mod, context, mask = dit.embed_conditions(timestep, context, context_mask, B, tokens.dtype)
         attend = None if P == 1 else partial(ulysses_attention, group=self.mesh.seq_group, num_tokens=N)
         for block in dit.blocks:
             tokens = block(tokens, context, mask, t_mod, rope, attend=attend)  # (B, n, D)

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.dit import VideoDiT
@@ -84,10 +83,7 @@ class FirstBlockCache(nn.Module):
         tokens, grid = dit.embed_tokens(x)  # (B, N, D)
         self.steps += 1
         rope = dit.rope(grid, x.device)  # (N, d/2, 2)
-        t = dit.t_embedder(timestep.expand(B) if timestep.numel() == 1 else timestep)  # (B, D)
-        t_mod = dit.t_projection(F.silu(t)).unflatten(1, (6, -1))  # (B, 6, D)
-        context = dit.y_embedder(context.to(tokens.dtype))  # (B, L, D)
-        mask = None if context_mask is None else context_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+        t, t_mod, context, mask = dit.embed_conditions(timestep, context, context_mask, B, tokens.dtype)
         first = dit.blocks[0](tokens, context, mask, t_mod, rope)  # (B, N, D)
         residual = first - tokens  # (B, N, D)
 
