@@ -21,6 +21,12 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 HARD_LIMIT_GRACE_S = 10
 
 
+def time_limits_s(limit_s: int | None, default_s: int) -> tuple[int, int]:
+    """(soft, hard) seconds for a job: `limit_s` (a model's own limit), else `default_s`."""
+    soft_s = limit_s or default_s
+    return soft_s, soft_s + HARD_LIMIT_GRACE_S
+
+
 class ServedModel(BaseModel):
     name: str
     source: str  # preset name or local folder, as `load_pipeline(source)` takes it
@@ -56,8 +62,7 @@ class ServedModel(BaseModel):
 
     def time_limits_s(self, default_s: int) -> tuple[int, int]:
         """(soft, hard) seconds for one of this model's jobs: its own limit, else `default_s`."""
-        soft_s = self.time_limit_s or default_s
-        return soft_s, soft_s + HARD_LIMIT_GRACE_S
+        return time_limits_s(self.time_limit_s, default_s)
 
     def num_frames(self, seconds: str) -> int:
         """Frames for a clip: seconds * fps + 1 (the VAE's 4k+1 rule holds when fps is a multiple of 4)."""

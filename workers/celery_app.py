@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from service.catalog import HARD_LIMIT_GRACE_S, Catalog
+from service.catalog import Catalog, time_limits_s
 from service.config import Settings, get_settings
 
 GENERATE_TASK = "spacetime.generate_video"
@@ -22,13 +22,14 @@ WEBHOOK_QUEUE = "webhooks"
 def create_celery(settings: Settings) -> Celery:
     catalog = Catalog.load(settings.models_file)
     app = Celery("spacetime", broker=settings.redis_url, include=["workers.tasks"])
+    soft_s, hard_s = time_limits_s(None, settings.job_time_limit_s)
     app.conf.update(
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         task_reject_on_worker_lost=True,
         # Defaults; the gateway sends each job with its model's limits (see create_video).
-        task_soft_time_limit=settings.job_time_limit_s,
-        task_time_limit=settings.job_time_limit_s + HARD_LIMIT_GRACE_S,
+        task_soft_time_limit=soft_s,
+        task_time_limit=hard_s,
         task_ignore_result=True,
         task_default_queue=catalog.default.queue,
         # Routing by name: the default model's queue for generation (the gateway names the

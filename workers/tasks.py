@@ -35,7 +35,7 @@ from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from service import metrics, webhooks
-from service.catalog import HARD_LIMIT_GRACE_S, Catalog, ServedModel
+from service.catalog import Catalog, ServedModel, time_limits_s
 from service.config import Settings, get_settings
 from service.jobs import WorkerJobs, to_public
 from service.logs import configure_logging
@@ -220,9 +220,8 @@ def heartbeat_loop(ctx: WorkerContext, stop: threading.Event) -> None:
                 if job and ctx.jobs.requeue(job_id, dead):
                     model = ctx.catalog.get(job["model"])
                     # The model's own limits, as the gateway sent them (else the rerun gets the defaults).
-                    default_s = ctx.settings.job_time_limit_s
-                    soft_s, hard_s = (model.time_limits_s(default_s) if model
-                                      else (default_s, default_s + HARD_LIMIT_GRACE_S))
+                    soft_s, hard_s = time_limits_s(model.time_limit_s if model else None,
+                                                   ctx.settings.job_time_limit_s)
                     app.send_task(GENERATE_TASK, args=[job_id], queue=model.queue if model else None,
                                   soft_time_limit=soft_s, time_limit=hard_s)
                     log.warning("requeued a job whose worker died", extra={"job_id": job_id, "dead_worker": dead})
