@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.fast_mode import psnr  # noqa: E402 (uint8 frames against uint8 frames)
 from model.presets import get_preset  # noqa: E402
 
 PROMPT = "a red fox running through snow, cinematic"
@@ -89,11 +90,6 @@ def timed_call(fn, device: str) -> tuple[np.ndarray, float, float]:
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
     return frames, seconds, peak
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def compile_diffusers_blocks(transformer: torch.nn.Module) -> None:

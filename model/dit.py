@@ -46,8 +46,8 @@ class DiTConfig:
     # Absolute position of each patch, as sin/cos features of its normalised (y, x) centre through
     # a zero-initialised Linear added to the tokens. RoPE alone is relative: a patch can tell
     # which side of the frame it is on only from the frame's edges, which the tiny model's
-    # two-object layout rule (the first-named object on the left) needs directly. Off for Wan (its weights
-    # have no such table); `enable_abs_pos()` adds it to trained weights without changing them.
+    # two-object layout rule (the first-named object on the left) needs directly. Off for Wan
+    # (its weights have no such table); `enable_abs_pos()` adds it to trained weights unchanged.
     abs_pos: bool = False
 
     def __post_init__(self) -> None:

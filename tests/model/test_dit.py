@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import TINY_DIT, tiny_dit
@@ -151,5 +153,5 @@ def test_absolute_position_table_starts_as_no_change_and_round_trips(tmp_path):
     assert feats.shape[-1] == 4 * dit.ABS_POS_FREQS
     assert torch.equal(feats[0], feats[2])
     assert not torch.equal(feats[0, 0, 0], feats[0, 0, 5]) and not torch.equal(feats[0, 0, 0], feats[0, 3, 0])
-    fresh = VideoDiT(DiTConfig(**{**TINY_DIT.__dict__, "abs_pos": True}))
+    fresh = VideoDiT(dataclasses.replace(TINY_DIT, abs_pos=True))
     assert not fresh.pos_embedder.weight.any()  # a fresh table is zero too
