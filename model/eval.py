@@ -86,8 +86,12 @@ def score_case(case: EvalCase, frames: np.ndarray) -> dict:
                             all=colour_ok and shape_ok and motion_ok,
                             consistency=got.consistency if got is not None else 0.0,
                             seen_as=None if got is None else f"{got.colour} {got.shape} {got.motion}"))
+    # Two objects: is the first-named one on the left (the shapes world's layout rule)? None when
+    # either colour is missing.
+    pair = [by_colour.get(o.colour) for o in case.scene.objects]
+    in_order = pair[0].mean_x < pair[1].mean_x if len(pair) == 2 and None not in pair else None
     return dict(prompt=case.prompt, split=case.split, size=f"{case.width}x{case.height}",
-                num_frames=case.num_frames, objects=objects,
+                num_frames=case.num_frames, objects=objects, in_order=in_order,
                 all=all(o["all"] for o in objects), extra_objects=max(0, len(found) - len(objects)))
 
 
@@ -102,6 +106,9 @@ def summarise(scores: list[dict]) -> dict:
         out[split]["all_right"] = float(np.mean([s["all"] for s in rows]))
         out[split]["consistency"] = float(np.mean([o["consistency"] for o in objs]))
         out[split]["n"] = len(rows)
+        placed = [s["in_order"] for s in rows if s.get("in_order") is not None]
+        if split == "pairs" and placed:  # layout rule: first-named object on the left
+            out[split]["in_order"] = float(np.mean(placed))
     return out
 
 
@@ -157,6 +164,8 @@ def format_table(summary: dict) -> str:
         if isinstance(row, dict) and "n" in row:
             lines.append(f"{split:<8} {row['n']:>4} {row['colour']:>7.1%} {row['shape']:>7.1%} "
                          f"{row['motion']:>7.1%} {row['all_right']:>7.1%} {row['consistency']:>8.1%}")
+    if "in_order" in summary.get("pairs", {}):
+        lines.append(f"pairs with the first-named object on the left: {summary['pairs']['in_order']:.1%}")
     if "vae_psnr_db" in summary:
         lines.append(f"VAE PSNR (held-out clips): {summary['vae_psnr_db']:.2f} dB")
     return "\n".join(lines)

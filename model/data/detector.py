@@ -42,6 +42,7 @@ class DetectedObject:
     consistency: float        # frames whose area is within [0.6, 1.6] x the median area
     mean_area_px: float
     travel: tuple[float, float]  # (dx / width, dy / height) over the whole clip
+    mean_x: float                # mean centroid x over the frames it is present in, / width
 
 
 def label_colours(frames: np.ndarray) -> np.ndarray:
@@ -119,7 +120,8 @@ def measure_colour(frames: np.ndarray, colour: str, labels: np.ndarray | None = 
     return DetectedObject(
         colour=colour, shape=shapes.most_common(1)[0][0], motion=motion,
         present_fraction=float(present.mean()), consistency=float(steady.mean()),
-        mean_area_px=float(areas[present].mean()), travel=(float(travel[0]), float(travel[1])))
+        mean_area_px=float(areas[present].mean()), travel=(float(travel[0]), float(travel[1])),
+        mean_x=float(centroids[:, 0].mean() + 0.5) / width)
 
 
 def detect_objects(frames: np.ndarray) -> list[DetectedObject]:

@@ -20,6 +20,7 @@ def test_measurer_scores_ground_truth_perfectly():
         row = summary[split]
         assert (row["colour"], row["shape"], row["motion"], row["all_right"]) == (1.0, 1.0, 1.0, 1.0), split
         assert row["consistency"] == 1.0
+    assert summary["pairs"]["in_order"] == 1.0  # rendered pairs follow the layout rule
 
 
 def test_prompt_set_splits():
@@ -61,6 +62,17 @@ def test_empty_video_and_missing_second_object_score_wrong():
     result = score_case(asked, one)
     assert result["objects"][0]["all"] and not result["objects"][1]["all"] and not result["all"]
     assert summarise([result])["pairs"]["all_right"] == 0.0
+    assert result["in_order"] is None and "in_order" not in summarise([result])["pairs"]
+
+
+def test_measurer_reads_which_object_is_on_the_left():
+    asked = _case([ObjectSpec("triangle", "blue", "up"), ObjectSpec("square", "white", "down")])
+    frames = ground_truth(asked)
+    assert score_case(asked, frames)["in_order"] is True
+    mirrored = score_case(asked, np.ascontiguousarray(frames[:, :, ::-1]))
+    assert mirrored["in_order"] is False
+    assert all(o["shape"] for o in mirrored["objects"])  # still the right objects, just swapped sides
+    assert summarise([mirrored])["pairs"]["in_order"] == 0.0
 
 
 def test_measurer_tolerates_blur_like_a_generated_video():
