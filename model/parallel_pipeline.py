@@ -27,9 +27,9 @@ import torch
 import torch.distributed as dist
 
 from model.parallel import Mesh, ParallelVideoDiT, all_gather_stack
-from model.pipeline import MAX_SEED, TILING_ABOVE_PX, TextToVideoPipeline
+from model.pipeline import MAX_SEED, TextToVideoPipeline
 from model.sampling import sample_latents
-from model.vae import decode_latents, latent_shape, latent_stats, to_uint8_frames
+from model.vae import TILING_ABOVE_PX, decode_latents, latent_shape, latent_stats, to_uint8_frames
 
 
 def _tiles(vae, height: int, width: int) -> list[tuple[int, int]]:
@@ -147,7 +147,8 @@ def parallel_generate(
         scheduler=d.scheduler, shift=d.shift, callback=agreed_callback,
     )  # (1, z, T', H', W'), identical on every rank
 
-    # 4. Decode: split by tiles where the single-process pipeline tiles, else on rank 0 alone.
+    # 4. Decode: split by tiles for frames above TILING_ABOVE_PX (the ranks share the tiles), else on
+    # rank 0 alone and untiled.
     tiling = pipe.vae_tiling if pipe.vae_tiling is not None else height * width > TILING_ABOVE_PX
     if tiling and tiles_needed(pipe.vae, latents.shape[-2:]):
         video = decode_latents_parallel(pipe.vae, latents, mesh.group)

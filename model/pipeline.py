@@ -31,14 +31,14 @@ from model.presets import Preset, SamplingDefaults, get_preset
 from model.sampling import GenerationCancelled, sample_latents
 from model.step_cache import FastSampling
 from model.text_encoder import TextEncoder, build_text_encoder
-from model.vae import build_vae, decode_latents, latent_shape, load_vae, to_uint8_frames, use_fast_cpu_kernels
+from model.vae import (build_vae, decode_latents, decode_needs_tiling, latent_shape, load_vae, to_uint8_frames,
+                       use_fast_cpu_kernels)
 
 __all__ = ["TextToVideoPipeline", "load_pipeline", "GenerationCancelled", "validate_request"]
 
 INDEX_NAME = "model_index.json"
 RANDOM_WEIGHTS_WARNING = "random weights: output will not follow the prompt"
 MAX_SEED = 2**63 - 1
-TILING_ABOVE_PX = 512 * 512  # decode in spatial tiles above this frame area
 MODES = ("exact", "fast")  # fast: step cache + guidance window (model/step_cache.py), opt-in per request
 
 
@@ -117,7 +117,7 @@ class TextToVideoPipeline:
         self.transformer, self.text_encoder, self.vae = transformer, text_encoder, vae
         self.defaults, self.name, self.folder = defaults, name, folder
         self.is_random_weights = is_random_weights
-        self.vae_tiling: bool | None = None  # None: automatic (frames larger than TILING_ABOVE_PX)
+        self.vae_tiling: bool | None = None  # None: automatic (model.vae.decode_needs_tiling)
         self.fast_sampling = FastSampling()  # what mode="fast" uses
         self.last_stats: dict = {}  # the last call's sampler counters (steps, forwards, cached_forwards, ...)
 
@@ -279,8 +279,10 @@ class TextToVideoPipeline:
         )  # (B, z, T', H', W')
         self.last_stats = {"mode": mode, **stats}
 
-        # 4. Decode (spatially tiled for large frames) and convert to uint8.
-        tiling = self.vae_tiling if self.vae_tiling is not None else height * width > TILING_ABOVE_PX
+        # 4. Decode (spatially tiled when memory is short) and convert to uint8.
+        tiling = self.vae_tiling
+        if tiling is None:
+            tiling = decode_needs_tiling(self.vae, B, height, width, latents.device)
         video = decode_latents(self.vae, latents, tiling=tiling)  # (B, 3, T, H, W)
         if not isinstance(prompt, (list, tuple)):
             return to_uint8_frames(video[0])  # (T, H, W, 3)

@@ -85,6 +85,30 @@ def encode_video(vae: AutoencoderKLWan, video: torch.Tensor, generator: torch.Ge
     return ((z.float() - mean) / std).to(z.dtype)
 
 
+# Peak memory of an untiled decode per output pixel of one frame, for the Wan2.1 VAE (decoder
+# width 96) in float32: 9.41 GB at 480x832 and 21.70 GB at 720x1280 on an H200 (bench/vae_decode.py,
+# 81 frames), i.e. 23.6 KB per pixel either way; the frame count does not matter (the decoder runs
+# in causal chunks of frames). Scaled by decoder width and element size for other VAEs.
+UNTILED_BYTES_PER_PX = 24_000
+TILING_ABOVE_PX = 512 * 512  # off CUDA (no free-memory reading), tile frames larger than this
+
+
+def decode_needs_tiling(vae: AutoencoderKLWan, batch: int, height: int, width: int,
+                        device: torch.device | str) -> bool:
+    """Whether to decode in spatial tiles: on CUDA, when the untiled decode's estimated peak would
+    take more than half the free memory (tiles cost time: 5.34 against 2.78 s at 480p, 81 frames,
+    H200); elsewhere, frames larger than TILING_ABOVE_PX."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return height * width > TILING_ABOVE_PX
+    cfg = vae.config
+    width_ratio = (getattr(cfg, "decoder_base_dim", None) or cfg.base_dim) / 96
+    element = torch.finfo(vae.dtype).bits / 32
+    need = UNTILED_BYTES_PER_PX * width_ratio * element * batch * height * width
+    free, _ = torch.cuda.mem_get_info(device)
+    return need > 0.5 * free
+
+
 def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor, tiling: bool = False) -> torch.Tensor:
     """Normalised latents (B, z_dim, T', H', W') -> pixels (B, 3, T, H, W) in [-1, 1]."""
     mean, std = latent_stats(vae, latents)

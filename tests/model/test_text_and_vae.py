@@ -97,6 +97,29 @@ def test_tiled_decode_covers_the_whole_frame(vae):
     assert not torch.equal(tiled, whole)  # the tiled path really ran (blended seams)
 
 
+def test_decode_tiles_when_an_untiled_decode_would_not_fit(monkeypatch):
+    from types import SimpleNamespace
+
+    from model.vae import decode_needs_tiling
+
+    wan = SimpleNamespace(config=SimpleNamespace(base_dim=96, decoder_base_dim=None), dtype=torch.float32)
+    # Off CUDA there is no free-memory reading: the frame-area rule.
+    assert not decode_needs_tiling(wan, 1, 512, 512, "cpu")
+    assert decode_needs_tiling(wan, 1, 480, 832, "cpu")
+    # On CUDA: the untiled peak (~24 KB per pixel for Wan's VAE in float32) against half the free memory.
+    free = 40e9
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free), int(80e9)))
+    assert not decode_needs_tiling(wan, 1, 480, 832, "cuda")    # ~9.6 GB of 20
+    assert decode_needs_tiling(wan, 1, 720, 1280, "cuda")       # ~22.1 GB of 20
+    assert decode_needs_tiling(wan, 3, 480, 832, "cuda")        # a batch of 3 clips decodes at once
+    half = SimpleNamespace(config=wan.config, dtype=torch.bfloat16)
+    assert not decode_needs_tiling(half, 1, 720, 1280, "cuda")  # half the bytes per element
+    narrow = SimpleNamespace(config=SimpleNamespace(base_dim=96, decoder_base_dim=24), dtype=torch.float32)
+    assert not decode_needs_tiling(narrow, 3, 720, 1280, "cuda")  # a quarter of the decoder width
+    free = 8e9
+    assert decode_needs_tiling(wan, 1, 480, 832, "cuda")        # a busy GPU tiles
+
+
 def test_fast_cpu_kernels_compute_the_same_decode_and_encode():
     import copy
 
