@@ -11,6 +11,16 @@ ship, `model/data/words.txt`) or `byt5` (`ByT5Tokenizer()`, one token per UTF-8 
 Why words for the tiny model: it trains its text encoder from scratch in minutes. With byte tokens
 it must first learn to spell "red" out of three bytes at shifting offsets before cross-attention
 can find the colour; with word tokens each colour, shape and motion word is one embedding.
+
+Why an optional absolute position table (`abs_pos`, off for Wan): T5 knows word order only through
+its relative attention bias, a handful of scalars per head. In the tiny encoder trained from
+scratch they stayed near their initial values (|bias| ~0.07), and linear probes on its output
+found no word order at all: the state at a two-object prompt's shape word tells which colours
+the prompt names (49 %) but not its own phrase's (chance 50 %), nor whether it is in the first or
+second phrase (51 %). A bag of words cannot say which colour goes with which shape, which is the
+two-object failure (docs/training.md). A learned table added to the word embeddings gives the
+encoder's attention word order directly; it starts at zero, so trained weights keep their outputs
+until it trains, and it is saved beside the encoder (`positions.safetensors`).
 """
 
 from __future__ import annotations
@@ -18,10 +28,11 @@ from __future__ import annotations
 import copy
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
@@ -30,6 +41,7 @@ from transformers import (AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase,
 from transformers.utils import logging as hf_logging
 
 CONFIG_NAME = "spacetime_text.json"  # our settings beside transformers' own config.json
+POSITIONS_NAME = "positions.safetensors"  # the abs_pos table, beside the encoder's weights
 WORDS_FILE = Path(__file__).resolve().parent / "data" / "words.txt"  # <pad>, </s>, <unk>, then words
 
 
@@ -46,6 +58,7 @@ class TextEncoderConfig:
     d_ff: int = 512
     num_layers: int = 4
     num_heads: int = 4
+    abs_pos: bool = False  # a learned (max_length, d_model) table added to the token embeddings
 
     def t5_config(self) -> T5Config:
         return T5Config(
@@ -63,6 +76,21 @@ class TextEncoder(nn.Module):
         self.config = cfg
         self.encoder = encoder
         self.tokenizer = tokenizer
+        self.pos_embedding: nn.Parameter | None = None  # (max_length, d_model) when cfg.abs_pos
+        if cfg.abs_pos:
+            self._add_positions()
+
+    def _add_positions(self) -> None:
+        weight = self.encoder.get_input_embeddings().weight
+        self.pos_embedding = nn.Parameter(torch.zeros(self.config.max_length, self.dim, dtype=weight.dtype,
+                                                      device=weight.device))
+
+    def enable_abs_pos(self) -> None:
+        """Add the zero-initialised position table to a trained encoder (a no-op when it has one):
+        outputs stay the same until training moves it."""
+        if self.pos_embedding is None:
+            self.config = replace(self.config, abs_pos=True)  # a copy: presets share their config
+            self._add_positions()
 
     @property
     def dim(self) -> int:
@@ -80,7 +108,12 @@ class TextEncoder(nn.Module):
 
         Differentiable (training calls this); `encode` wraps it for strings.
         """
-        states = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state  # (B, L, d)
+        if self.pos_embedding is None:
+            states = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state  # (B, L, d)
+        else:
+            embeds = self.encoder.get_input_embeddings()(input_ids)  # (B, L, d)
+            embeds = embeds + self.pos_embedding[: input_ids.shape[1]].to(embeds.dtype)
+            states = self.encoder(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
         states = states * mask[..., None].to(states.dtype)  # padded positions are exactly zero
         if not self.config.use_mask:
             mask = torch.ones_like(mask)  # Wan attends to the zero padding too
@@ -98,6 +131,9 @@ class TextEncoder(nn.Module):
         with _quiet_progress():
             encoder.save_pretrained(encoder_folder, safe_serialization=True)
         (encoder_folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        if self.pos_embedding is not None:
+            table = self.pos_embedding.detach().to(dtype or self.pos_embedding.dtype).cpu().contiguous()
+            save_file({"pos_embedding": table}, str(encoder_folder / POSITIONS_NAME))
         self.tokenizer.save_pretrained(tokenizer_folder)
 
     @classmethod
@@ -122,7 +158,12 @@ class TextEncoder(nn.Module):
             if tokenizer_folder is None or not Path(tokenizer_folder).exists():
                 raise FileNotFoundError(f"tokenizer folder {tokenizer_folder} not found")
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True)
-        return cls(cfg, encoder.to(device).eval(), tokenizer)
+        text = cls(cfg, encoder.to(device).eval(), tokenizer)
+        if cfg.abs_pos:
+            table = load_file(str(encoder_folder / POSITIONS_NAME))["pos_embedding"]  # missing file: an error
+            with torch.no_grad():
+                text.pos_embedding.copy_(table)
+        return text
 
 
 @contextmanager

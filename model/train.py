@@ -81,6 +81,7 @@ class TrainConfig:
     caption_noise: float = 0.0       # shapes world: share of captions with style words ("..., cinematic, 4k")
     timestep_shift: float = 1.0      # >1 trains more at high noise, where layout and colour are decided
     abs_pos: bool = False            # DiT stage: add the absolute (y, x) position table (zero-initialised)
+    text_abs_pos: bool = False       # DiT stage: add the text encoder's word-position table (zero-initialised)
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
 
@@ -386,6 +387,8 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
     pipe.vae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
     if cfg.abs_pos:  # a no-op when the DiT has it; before the optimizer and any resume
         pipe.transformer.enable_abs_pos()
+    if cfg.text_abs_pos:  # the same for the text encoder's word positions
+        pipe.text_encoder.enable_abs_pos()
     net = Denoiser(pipe.transformer, pipe.text_encoder).to(device=device, dtype=torch.float32).train()
     decay, no_decay = [], []
     for name, p in net.named_parameters():
@@ -520,6 +523,8 @@ HELP = {
     "caption_noise": "shapes world: share of captions padded with style words, mostly unknown ones (0-1)",
     "abs_pos": "give the DiT an absolute (y, x) position table (zero-initialised, so --init weights keep "
                "their outputs until trained; the exported config records it)",
+    "text_abs_pos": "give the text encoder a learned word-position table (zero-initialised; T5's relative "
+                    "bias alone left the tiny encoder a bag of words, docs/training.md)",
 }
 
 

@@ -50,6 +50,37 @@ def test_encoder_is_differentiable_and_round_trips(text_encoder, tmp_path):
         assert torch.equal(loaded.encode(["a blue square"])[0], text_encoder.encode(["a blue square"])[0])
 
 
+def test_word_position_table_starts_as_no_change_then_orders_words_and_round_trips(tmp_path):
+    """`abs_pos`: a learned (max_length, d_model) table added to the token embeddings. Enabling it
+    on trained weights keeps their outputs bit for bit; once non-zero, the same word at another
+    position encodes differently; it saves beside the encoder and loads; the shared preset config
+    is not changed by enabling it."""
+    text = build_text_encoder(TINY_PRESET.text, seed=0)
+    prompts = ["a red circle and a blue square", "a blue square and a red circle"]
+    with torch.no_grad():
+        before = text.encode(prompts)[0]
+        text.enable_abs_pos()
+        assert text.config.abs_pos and not TINY_PRESET.text.abs_pos
+        assert torch.equal(text.encode(prompts)[0], before)
+        text.enable_abs_pos()  # a no-op the second time
+        torch.nn.init.normal_(text.pos_embedding, std=1.0)
+        after = text.encode(prompts)[0]
+    assert (after - before).abs().max() > 1e-2
+    ids, mask = text.tokenize(prompts)
+    states, _ = text(ids, mask)
+    states.sum().backward()
+    assert text.pos_embedding.grad is not None and text.pos_embedding.grad.abs().sum() > 0  # it trains
+    text.zero_grad()
+    text.save_pretrained(tmp_path / "text_encoder", tmp_path / "tokenizer", dtype=torch.float16)
+    assert (tmp_path / "text_encoder" / "positions.safetensors").exists()
+    loaded = TextEncoder.from_pretrained(tmp_path / "text_encoder", tmp_path / "tokenizer")
+    assert loaded.config.abs_pos
+    assert torch.equal(loaded.pos_embedding.detach(), text.pos_embedding.detach().half().float())
+    (tmp_path / "text_encoder" / "positions.safetensors").unlink()
+    with pytest.raises(FileNotFoundError):  # a config that names the table needs it
+        TextEncoder.from_pretrained(tmp_path / "text_encoder", tmp_path / "tokenizer")
+
+
 def test_fresh_encoder_needs_the_file_free_tokenizer():
     with pytest.raises(ValueError, match="'words' or 'byt5'"):
         build_text_encoder(dataclasses.replace(TINY_PRESET.text, tokenizer="folder"))

@@ -78,16 +78,20 @@ def test_abs_pos_continues_trained_weights_and_is_exported(tmp_path):
     first = train(tiny_config(tmp_path / "a"), log=lambda _: None, preset=tiny_preset())
     assert not json.loads((first / "transformer" / "config.json").read_text()).get("abs_pos", False)
     lines: list[str] = []
-    folder = train(tiny_config(tmp_path / "b", stage="dit", init=str(first), abs_pos=True), log=lines.append,
-                   preset=tiny_preset())
+    folder = train(tiny_config(tmp_path / "b", stage="dit", init=str(first), abs_pos=True, text_abs_pos=True),
+                   log=lines.append, preset=tiny_preset())
     assert any(l.startswith("[dit] done: 3 steps") for l in lines)
     assert json.loads((folder / "transformer" / "config.json").read_text())["abs_pos"] is True
+    assert json.loads((folder / "text_encoder" / "spacetime_text.json").read_text())["abs_pos"] is True
     from safetensors.torch import load_file
 
     table = load_file(str(folder / "transformer" / "model.safetensors"))["pos_embedder.weight"]
     assert table.float().abs().sum() > 0  # trained away from its zero start
+    words = load_file(str(folder / "text_encoder" / "positions.safetensors"))["pos_embedding"]
+    assert words.float().abs().sum() > 0
     pipe = load_pipeline(folder, device="cpu")
     assert pipe.transformer.pos_embedder is not None
+    assert torch.equal(pipe.text_encoder.pos_embedding.detach().float(), words.float())
     assert pipe(prompt="a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, seed=0).shape == (5, 32, 32, 3)
 
 def test_dit_stage_needs_a_vae(tmp_path):
@@ -122,8 +126,9 @@ def test_cli_arguments_and_errors():
         config_from_args(parser.parse_args(["--dit-frames", "10"]))
     with pytest.raises(ValueError, match="multiples of 16"):
         config_from_args(parser.parse_args(["--sizes", "100x64"]))
-    cfg = config_from_args(parser.parse_args(["--pair-share", "0.7", "--caption-noise", "0.2", "--abs-pos"]))
-    assert (cfg.pair_share, cfg.caption_noise, cfg.abs_pos) == (0.7, 0.2, True)
+    cfg = config_from_args(parser.parse_args(["--pair-share", "0.7", "--caption-noise", "0.2", "--abs-pos",
+                                              "--text-abs-pos"]))
+    assert (cfg.pair_share, cfg.caption_noise, cfg.abs_pos, cfg.text_abs_pos) == (0.7, 0.2, True, True)
     with pytest.raises(ValueError, match="--pair-share must be between 0 and 1"):
         config_from_args(parser.parse_args(["--pair-share", "1.5"]))
     with pytest.raises(ValueError, match="--caption-noise must be between 0 and 1"):
