@@ -68,6 +68,7 @@ class TrainConfig:
     dit_steps: int = 0
     dit_time_s: float = 0.0
     dit_voxels: int = 48 * 17 * 128 * 128
+    dit_max_batch: int = 256          # clips per DiT batch at most (short, small buckets hit it first)
     dit_frames: tuple[int, ...] = (9, 17, 25, 33)
     cache_clips_per_bucket: int = 3000  # shapes world: clips encoded once per bucket
     cache_time_s: float = 60.0          # ... or fewer, when filling the cache takes this long
@@ -373,7 +374,7 @@ def _latent_source(cfg: TrainConfig, vae: nn.Module, device: torch.device, rng: 
     log(f"[dit] latent cache: {len(cache)} clips in {time.perf_counter() - started:.0f} s")
 
     def from_cache() -> tuple[torch.Tensor, list[str]]:
-        batch = cache.sample(cfg.dit_voxels, rng, caption_noise=cfg.caption_noise)
+        batch = cache.sample(cfg.dit_voxels, rng, max_batch=cfg.dit_max_batch, caption_noise=cfg.caption_noise)
         return batch.video, batch.captions
     return from_cache
 
@@ -515,6 +516,7 @@ HELP = {
     "workers": "processes drawing shapes-world scenes", "resume": "continue from <out>/ckpt-*.pt",
     "vae_time_s": "VAE stage budget in seconds (0: steps only)", "dit_time_s": "DiT stage budget in seconds",
     "vae_voxels": "pixels x frames per VAE batch", "dit_voxels": "pixels x frames per DiT batch",
+    "dit_max_batch": "clips per DiT batch at most, whatever --dit-voxels allows (shapes world)",
     "vae_frames": "frames of the VAE's training clips (4k+1)", "vae_eager": "no CUDA-graph capture",
     "cache_clips_per_bucket": "shapes world: clips encoded once per bucket for the DiT stage",
     "caption_dropout": "share of empty captions (unconditional model for guidance)",

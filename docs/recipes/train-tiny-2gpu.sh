@@ -10,7 +10,8 @@
 #   learning rates. Then both are evaluated (`spacetime eval`, default prompt set), and
 #   OUT/best names the better export (by held-out "all right", then pairs both-right).
 # Run from the repository root; `python3 -m workers.cli` is `spacetime` without the install.
-# DIT_EXTRA adds options to every DiT run, e.g. DIT_EXTRA="--pair-share 0.7 --caption-noise 0.2".
+# DIT_EXTRA adds options to every DiT run, e.g. DIT_EXTRA="--pair-share 0.7 --caption-noise 0.2"
+# (a larger batch needs --dit-max-batch too: --dit-voxels alone stops at 256 clips per batch).
 # DIT_A_INIT=FOLDER makes phase A continue that pipeline's DiT + text encoder instead of a fresh
 # one (e.g. model/weights/spacetime-tiny), at DIT_A_LR (default 1e-3).
 set -uo pipefail

@@ -78,9 +78,11 @@ def test_abs_pos_continues_trained_weights_and_is_exported(tmp_path):
     first = train(tiny_config(tmp_path / "a"), log=lambda _: None, preset=tiny_preset())
     assert not json.loads((first / "transformer" / "config.json").read_text()).get("abs_pos", False)
     lines: list[str] = []
-    folder = train(tiny_config(tmp_path / "b", stage="dit", init=str(first), abs_pos=True, text_abs_pos=True),
-                   log=lines.append, preset=tiny_preset())
+    folder = train(tiny_config(tmp_path / "b", stage="dit", init=str(first), abs_pos=True, text_abs_pos=True,
+                               dit_max_batch=1), log=lines.append, preset=tiny_preset())
     assert any(l.startswith("[dit] done: 3 steps") for l in lines)
+    steps = [l for l in lines if l.startswith("[dit] step ")]
+    assert steps and all(" batch 1 " in l for l in steps)  # --dit-max-batch caps what --dit-voxels allows
     assert json.loads((folder / "transformer" / "config.json").read_text())["abs_pos"] is True
     assert json.loads((folder / "text_encoder" / "spacetime_text.json").read_text())["abs_pos"] is True
     from safetensors.torch import load_file
@@ -127,8 +129,9 @@ def test_cli_arguments_and_errors():
     with pytest.raises(ValueError, match="multiples of 16"):
         config_from_args(parser.parse_args(["--sizes", "100x64"]))
     cfg = config_from_args(parser.parse_args(["--pair-share", "0.7", "--caption-noise", "0.2", "--abs-pos",
-                                              "--text-abs-pos"]))
+                                              "--text-abs-pos", "--dit-max-batch", "1024"]))
     assert (cfg.pair_share, cfg.caption_noise, cfg.abs_pos, cfg.text_abs_pos) == (0.7, 0.2, True, True)
+    assert cfg.dit_max_batch == 1024
     with pytest.raises(ValueError, match="--pair-share must be between 0 and 1"):
         config_from_args(parser.parse_args(["--pair-share", "1.5"]))
     with pytest.raises(ValueError, match="--caption-noise must be between 0 and 1"):
