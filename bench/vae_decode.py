@@ -7,8 +7,9 @@ The VAE is diffusers' AutoencoderKLWan with random weights at Wan2.1's shape (it
 float32 as the pipelines run it; `--tiny` uses a small one. The latents are random, normalised
 as the pipeline hands them over. Each row is one decode through `model.vae.decode_latents`
 (after one warm-up decode of the same shape); peak is the memory allocated during that decode
-on top of what was allocated before it (CUDA only). The pipeline tiles frames larger than
-512x512 pixels unless it is told otherwise (`pipe.vae_tiling`), which is what this measures.
+on top of what was allocated before it (CUDA only). These numbers set how the pipeline chooses
+(`model.vae.decode_needs_tiling`: untiled on a GPU while the untiled peak fits in half the free
+memory).
 """
 
 from __future__ import annotations
@@ -68,14 +69,12 @@ def main() -> int:
     print(f"{name}, torch {torch.__version__}, AutoencoderKLWan {'tiny' if args.tiny else 'Wan2.1'} float32, "
           f"{args.frames} frames, random weights")
     print(f"{'size':<10} {'decode':<8} {'s / clip':>9} {'peak GB':>8}")
-    rows = []
     with torch.inference_mode():
         for height, width in args.sizes:
             shape = (1, vae.config.z_dim, *latent_shape(args.frames, height, width, vae))
             latents = torch.randn(shape, device=device)
             for tiling in (False, True):
                 seconds, peak = time_decode(vae, latents, tiling, device)
-                rows.append((height, width, tiling, seconds, peak))
                 peak_text = f"{peak:8.2f}" if peak is not None else f"{'-':>8}"
                 print(f"{height}x{width:<6} {'tiled' if tiling else 'untiled':<8} {seconds:9.2f} {peak_text}", flush=True)
     return 0

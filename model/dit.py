@@ -14,11 +14,9 @@ T/H/W latent frames/height/width, N tokens, D width, L text length.
 
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -311,7 +309,7 @@ class VideoDiT(nn.Module):
         self.pos_embedder = nn.Linear(4 * ABS_POS_FREQS, self.config.dim, device=ref.device, dtype=ref.dtype)
         nn.init.zeros_(self.pos_embedder.weight)
         nn.init.zeros_(self.pos_embedder.bias)
-        self.config = dataclasses.replace(self.config, abs_pos=True)  # a copy: presets share their config
+        self.config = replace(self.config, abs_pos=True)  # a copy: presets share their config
 
     def embed_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Latent (B, C, T, H, W) -> patch tokens (B, N, D) and the token grid (t, h, w)."""

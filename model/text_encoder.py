@@ -15,12 +15,13 @@ can find the colour; with word tokens each colour, shape and motion word is one 
 Why an optional absolute position table (`abs_pos`, off for Wan): T5 knows word order only through
 its relative attention bias, a handful of scalars per head. In the tiny encoder trained from
 scratch they stayed near their initial values (|bias| ~0.07), and linear probes on its output
-found no word order at all: the state at a two-object prompt's shape word tells which colours
-the prompt names (49 %) but not its own phrase's (chance 50 %), nor whether it is in the first or
-second phrase (51 %). A bag of words cannot say which colour goes with which shape, which is the
-two-object failure (docs/training.md). A learned table added to the word embeddings gives the
-encoder's attention word order directly; it starts at zero, so trained weights keep their outputs
-until it trains, and it is saved beside the encoder (`positions.safetensors`).
+found no word order at all (`bench/text_probe.py`): at a two-object prompt's shape word, a probe
+for its own phrase's colour scores 44-50 % (a guess between the prompt's two colours) and one for
+whether it is in the first or second phrase 50 % (chance). A bag of words cannot say which colour
+goes with which shape, which is the two-object failure (docs/training.md). A learned table added
+to the word embeddings gives the encoder's attention word order directly; it starts at zero, so
+trained weights keep their outputs until it trains, and it is saved beside the encoder
+(`positions.safetensors`).
 """
 
 from __future__ import annotations
