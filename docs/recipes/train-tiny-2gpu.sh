@@ -8,7 +8,8 @@
 #   carry over to a VAE that has only been trained further).
 # Phase B, side by side: two DiT runs continue phase A's DiT on phase A's new VAE, at two
 #   learning rates. Then both are evaluated (`spacetime eval`, default prompt set), and
-#   OUT/best names the better export (by held-out "all right", then pairs both-right).
+#   OUT/best names the better export (by held-out "all right", then pairs both-right); last,
+#   bench/text_probe.py probes both text encoders (OUT/text_probe.log).
 # Run from the repository root; `python3 -m workers.cli` is `spacetime` without the install.
 # DIT_EXTRA adds options to every DiT run, e.g. DIT_EXTRA="--pair-share 0.7 --caption-noise 0.2"
 # (a larger batch needs --dit-max-batch too: --dit-voxels alone stops at 256 clips per batch).
@@ -64,4 +65,7 @@ best = max((0, 1), key=score)
 (out / "best").write_text(str(out / f"ditB{best}" / "pipeline") + "\n")
 print("best:", best, score(0), score(1))
 PY
+# Does the text encoder bind each word to its own phrase? (docs/training.md; about a minute)
+python3 bench/text_probe.py "$OUT/ditB0/pipeline" "$OUT/ditB1/pipeline" --captions 2000 > "$OUT/text_probe.log" 2>&1
+cat "$OUT/text_probe.log"
 echo "done: $(date -u +%T)"
