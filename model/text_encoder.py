@@ -86,12 +86,19 @@ class TextEncoder(nn.Module):
         self.pos_embedding = nn.Parameter(torch.zeros(self.config.max_length, self.dim, dtype=weight.dtype,
                                                       device=weight.device))
 
-    def enable_abs_pos(self) -> None:
-        """Add the zero-initialised position table to a trained encoder (a no-op when it has one):
-        outputs stay the same until training moves it."""
-        if self.pos_embedding is None:
-            self.config = replace(self.config, abs_pos=True)  # a copy: presets share their config
-            self._add_positions()
+    def enable_abs_pos(self, init_scale: float = 0.0) -> None:
+        """Add the position table to an encoder (a no-op when it has one). `init_scale` 0: zeros, so
+        outputs stay the same until training moves it (slowly: a zero table gets no consistent
+        gradient until the encoder uses positions). > 0: sinusoids at `init_scale` times the word
+        embeddings' RMS, so word order is in the input from the first step (outputs change)."""
+        if self.pos_embedding is not None:
+            return
+        self.config = replace(self.config, abs_pos=True)  # a copy: presets share their config
+        self._add_positions()
+        if init_scale > 0:
+            with torch.no_grad():
+                rms = self.encoder.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+                self.pos_embedding.copy_(sinusoid_table(*self.pos_embedding.shape) * init_scale * rms)
 
     @property
     def dim(self) -> int:
@@ -181,6 +188,15 @@ def _quiet_progress():
 
 def _cast_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     return copy.deepcopy(module).to(dtype)
+
+
+def sinusoid_table(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) sin/cos of each position at geometric frequencies, scaled to unit RMS."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    freqs = 1.0 / 100.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # 32 positions at most
+    angles = pos * freqs                                                           # (length, dim/2)
+    table = torch.stack((angles.sin(), angles.cos()), dim=-1).reshape(length, -1)[:, :dim]
+    return (table * 2 ** 0.5).float()  # sin and cos of each angle: mean square 1/2 per channel
 
 
 def wan_text_config() -> TextEncoderConfig:

@@ -81,6 +81,23 @@ def test_word_position_table_starts_as_no_change_then_orders_words_and_round_tri
         TextEncoder.from_pretrained(tmp_path / "text_encoder", tmp_path / "tokenizer")
 
 
+def test_word_position_table_can_start_as_sinusoids():
+    """`enable_abs_pos(init_scale)`: a sinusoid table at that fraction of the word embeddings' RMS,
+    one distinct row per position, so the encoder sees word order from the first step."""
+    from model.text_encoder import sinusoid_table
+
+    table = sinusoid_table(32, 16)
+    assert table.shape == (32, 16) and abs(table.pow(2).mean().sqrt().item() - 1.0) < 1e-3
+    assert len({tuple(row.tolist()) for row in table.round(decimals=4)}) == 32
+    text = build_text_encoder(TINY_PRESET.text, seed=0)
+    with torch.no_grad():
+        before = text.encode(["a red circle"])[0]
+        text.enable_abs_pos(init_scale=0.5)
+        rms = text.encoder.get_input_embeddings().weight.pow(2).mean().sqrt()
+        assert abs(text.pos_embedding.pow(2).mean().sqrt().item() - 0.5 * rms.item()) < 1e-3
+        assert not torch.equal(text.encode(["a red circle"])[0], before)  # outputs change, by design
+
+
 def test_fresh_encoder_needs_the_file_free_tokenizer():
     with pytest.raises(ValueError, match="'words' or 'byt5'"):
         build_text_encoder(dataclasses.replace(TINY_PRESET.text, tokenizer="folder"))

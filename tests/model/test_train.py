@@ -129,9 +129,9 @@ def test_cli_arguments_and_errors():
     with pytest.raises(ValueError, match="multiples of 16"):
         config_from_args(parser.parse_args(["--sizes", "100x64"]))
     cfg = config_from_args(parser.parse_args(["--pair-share", "0.7", "--caption-noise", "0.2", "--abs-pos",
-                                              "--text-abs-pos", "--dit-max-batch", "1024"]))
+                                              "--text-abs-pos", "--dit-max-batch", "1024", "--text-abs-pos-init", "0.5"]))
     assert (cfg.pair_share, cfg.caption_noise, cfg.abs_pos, cfg.text_abs_pos) == (0.7, 0.2, True, True)
-    assert cfg.dit_max_batch == 1024
+    assert cfg.dit_max_batch == 1024 and cfg.text_abs_pos_init == 0.5
     with pytest.raises(ValueError, match="--pair-share must be between 0 and 1"):
         config_from_args(parser.parse_args(["--pair-share", "1.5"]))
     with pytest.raises(ValueError, match="--caption-noise must be between 0 and 1"):
