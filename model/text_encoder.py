@@ -19,9 +19,9 @@ found no word order at all (`bench/text_probe.py`): at a two-object prompt's sha
 for its own phrase's colour scores 44-50 % (a guess between the prompt's two colours) and one for
 whether it is in the first or second phrase 50 % (chance). A bag of words cannot say which colour
 goes with which shape, which is the two-object failure (docs/training.md). A learned table added
-to the word embeddings gives the encoder's attention word order directly; it starts at zero, so
-trained weights keep their outputs until it trains, and it is saved beside the encoder
-(`positions.safetensors`).
+to the word embeddings gives the encoder's attention word order directly. It starts at zero (a
+trained encoder keeps its outputs, but the table then barely moves) or as sinusoids (word order at
+once), and it is saved beside the encoder (`positions.safetensors`).
 """
 
 from __future__ import annotations
