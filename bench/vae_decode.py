@@ -1,7 +1,7 @@
 """Video VAE decode, tiled against untiled: time and peak memory per clip.
 
     python bench/vae_decode.py                                   # Wan2.1 VAE, 81 frames, 480p and 720p, CUDA
-    python bench/vae_decode.py --device cpu --tiny --sizes 64x96  # script check
+    python bench/vae_decode.py --device cpu --tiny --sizes 96x64  # script check (sizes are WxH)
 
 The VAE is diffusers' AutoencoderKLWan with random weights at Wan2.1's shape (its defaults), in
 float32 as the pipelines run it; `--tiny` uses a small one. The latents are random, normalised
@@ -28,9 +28,10 @@ from model.vae import decode_latents, latent_shape  # noqa: E402
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'480x832' -> (480, 832), height x width."""
-    h, w = text.lower().split("x")
-    return int(h), int(w)
+    """'832x480' -> (832, 480): WxH as the API's sizes (service.catalog's parser needs pydantic,
+    which the GPU machines' python lacks)."""
+    width, height = text.lower().split("x")
+    return int(width), int(height)
 
 
 def time_decode(vae, latents: torch.Tensor, tiling: bool, device: torch.device) -> tuple[float, float | None]:
@@ -54,7 +55,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(480, 832), (720, 1280)])
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(832, 480), (1280, 720)],
+                        help="WxH, as the API's sizes")
     parser.add_argument("--tiny", action="store_true", help="a small random VAE (script check)")
     args = parser.parse_args()
 
@@ -68,15 +70,15 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"{name}, torch {torch.__version__}, AutoencoderKLWan {'tiny' if args.tiny else 'Wan2.1'} float32, "
           f"{args.frames} frames, random weights")
-    print(f"{'size':<10} {'decode':<8} {'s / clip':>9} {'peak GB':>8}")
+    print(f"{'WxH':<10} {'decode':<8} {'s / clip':>9} {'peak GB':>8}")
     with torch.inference_mode():
-        for height, width in args.sizes:
+        for width, height in args.sizes:
             shape = (1, vae.config.z_dim, *latent_shape(args.frames, height, width, vae))
             latents = torch.randn(shape, device=device)
             for tiling in (False, True):
                 seconds, peak = time_decode(vae, latents, tiling, device)
                 peak_text = f"{peak:8.2f}" if peak is not None else f"{'-':>8}"
-                print(f"{height}x{width:<6} {'tiled' if tiling else 'untiled':<8} {seconds:9.2f} {peak_text}", flush=True)
+                print(f"{width}x{height:<6} {'tiled' if tiling else 'untiled':<8} {seconds:9.2f} {peak_text}", flush=True)
     return 0
 
 
