@@ -13,7 +13,9 @@ tokenizer. diffusers loads that folder as a `WanPipeline`; we load the same fold
 rest in bf16 (float32 on the CPU).
 
 Rows: diffusers eager (the anchor), diffusers with its transformer blocks compiled, ours exact eager,
-ours exact compiled (regional), ours fast compiled (`mode="fast"`: step cache + guidance window).
+ours exact compiled (regional), the same with the guided pair as two batch-1 forwards per step
+(`split_guidance`, as diffusers runs it) instead of one batch-2 forward, ours fast compiled
+(`mode="fast"`: step cache + guidance window).
 Each is timed as one whole call (text encode, 50 guided steps, VAE decode) after a 2-step warm-up
 call, with the peak memory allocated during the call. PSNR compares frames with ours exact eager
 (same seed); with random weights it says whether two runs draw the same video, not how good it is.
@@ -161,11 +163,17 @@ def main() -> int:
             return ours(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=n, guidance_scale=args.guidance,
                         seed=0, mode=mode, fps=16, **shape)
 
+        def split_guidance(on: bool):
+            return lambda: setattr(ours, "split_guidance", on)
+
         variants = [("ours exact, eager", "exact", None)]
         if compile_rows:
-            variants += [("ours exact, compiled", "exact", ours.compile_transformer), ("ours fast, compiled", "fast", None)]
+            variants += [("ours exact, compiled", "exact", ours.compile_transformer),
+                         ("ours exact, compiled, pair as 2 calls", "exact", split_guidance(True)),
+                         ("ours fast, compiled", "fast", split_guidance(False))]
         else:
-            variants.append(("ours fast, eager", "fast", None))
+            variants += [("ours exact, eager, pair as 2 calls", "exact", split_guidance(True)),
+                         ("ours fast, eager", "fast", split_guidance(False))]
         for name, mode, prepare in variants:
             if prepare is not None:
                 prepare()

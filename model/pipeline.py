@@ -119,6 +119,7 @@ class TextToVideoPipeline:
         self.is_random_weights = is_random_weights
         self.vae_tiling: bool | None = None  # None: automatic (model.vae.decode_needs_tiling)
         self.fast_sampling = FastSampling()  # what mode="fast" uses
+        self.split_guidance = False  # exact mode: the guided pair as two batch-B forwards, not one of 2B
         self.last_stats: dict = {}  # the last call's sampler counters (steps, forwards, cached_forwards, ...)
 
     # ------------------------------------------------------------------ construction
@@ -275,7 +276,7 @@ class TextToVideoPipeline:
         latents = sample_latents(
             self.transformer, shape, cond, uncond, steps, float(guidance), generators[0] if B == 1 else generators,
             scheduler=d.scheduler, shift=d.shift, callback=callback,
-            fast=self.fast_sampling if mode == "fast" else None, stats=stats,
+            fast=self.fast_sampling if mode == "fast" else None, stats=stats, split_guidance=self.split_guidance,
         )  # (B, z, T', H', W')
         self.last_stats = {"mode": mode, **stats}
 

@@ -104,8 +104,10 @@ def guided_velocity(
     cond: tuple[torch.Tensor, torch.Tensor | None],
     uncond: tuple[torch.Tensor, torch.Tensor | None] | None,
     guidance_scale: float,
+    split: bool = False,
 ) -> torch.Tensor:
-    """Classifier-free guidance with the conditional and unconditional passes in ONE forward.
+    """Classifier-free guidance with the conditional and unconditional passes in ONE forward
+    (batch 2B), or with `split` in two forwards of batch B (what diffusers' WanPipeline does).
 
     x (B, C, T, H, W) float32; cond/uncond = (states (B, L, d), mask (B, L)); returns (B, C, T, H, W).
     """
@@ -115,6 +117,10 @@ def guided_velocity(
         states, mask = cond
         t = timestep.expand(B)
         return model(x.to(dtype), t, states, mask).float()
+    if split:
+        v_cond = model(x.to(dtype), timestep.expand(B), *cond).float()
+        v_uncond = model(x.to(dtype), timestep.expand(B), *uncond).float()
+        return v_uncond + guidance_scale * (v_cond - v_uncond)
     states = torch.cat([cond[0], uncond[0]])  # (2B, L, d)
     mask = None if cond[1] is None else torch.cat([cond[1], uncond[1]])  # (2B, L)
     v = model(torch.cat([x, x]).to(dtype), timestep.expand(2 * B), states, mask).float()  # (2B, C, T, H, W)
@@ -136,6 +142,7 @@ def sample_latents(
     callback: Callable[[int, int], bool | None] | None = None,
     fast: FastSampling | None = None,
     stats: dict | None = None,
+    split_guidance: bool = False,
 ) -> torch.Tensor:
     """Integrate the flow from noise to clean latents (B, C, T, H, W) (float32).
 
@@ -144,6 +151,8 @@ def sample_latents(
     B generators draws each sample's noise from its own (per-sample seeds in a batch).
     `fast` (None = exact) turns on the step cache and the guidance window (model/step_cache.py);
     `stats`, if given, receives forwards / cached_forwards / guided_steps / steps of this run.
+    `split_guidance`: exact mode only (the step cache keeps the guided pair as one batch), run the
+    conditional and unconditional passes as two forwards (same result within float tolerance).
     """
     device = cond[0].device
     solver = _make_scheduler(scheduler, shift)
@@ -161,7 +170,8 @@ def sample_latents(
     for i, t in enumerate(timesteps):
         guided = uncond is not None and guidance_scale != 1.0 and (fast is None or fast.guided(i, len(timesteps)))
         guided_steps += guided
-        v = guided_velocity(net, x, t.reshape(1).float().to(device), cond, uncond if guided else None, guidance_scale)
+        v = guided_velocity(net, x, t.reshape(1).float().to(device), cond, uncond if guided else None, guidance_scale,
+                            split=split_guidance and fast is None)
         x = solver.step(v, t, x, return_dict=False)[0]  # (B, C, T, H, W)
         if callback is not None and callback(i + 1, len(timesteps)) is False:
             raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")

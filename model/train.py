@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.data.buckets import Batch, Bucket, ShapesWorldStream, all_buckets, batch_size_for
-from model.data.shapes import SIZES
+from model.data.shapes import COLOURS, MOTIONS, SHAPES, SIZES
 
 VAE_CKPT, DIT_CKPT = "ckpt-vae.pt", "ckpt-dit.pt"
 VAE_DONE = "vae"          # save_pretrained folder of the finished VAE (with latent statistics)
@@ -84,6 +84,7 @@ class TrainConfig:
     abs_pos: bool = False            # DiT stage: add the absolute (y, x) position table (zero-initialised)
     text_abs_pos: bool = False       # DiT stage: add the text encoder's word-position table
     text_abs_pos_init: float = 0.0   # its start: 0 zeros (outputs unchanged), > 0 sinusoids at this x the embeddings' RMS
+    bind_loss: float = 0.0           # shapes world: weight of the auxiliary word-binding loss (0: off)
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
 
@@ -339,16 +340,60 @@ def measure_latent_stats(vae: nn.Module, cfg: TrainConfig, device: torch.device,
 
 
 class Denoiser(nn.Module):
-    """DiT + text encoder as one module, so one optimizer, EMA and clip step cover both."""
+    """DiT + text encoder as one module, so one optimizer, EMA and clip step cover both.
 
-    def __init__(self, dit: nn.Module, text_encoder: nn.Module) -> None:
+    `binding`: with `--bind-loss`, a linear head on the text encoder's states (trained, never
+    exported) that must read each object's colour, shape and motion at each of its colour and
+    shape words; see `binding_loss`."""
+
+    def __init__(self, dit: nn.Module, text_encoder: nn.Module, binding: bool = False) -> None:
         super().__init__()
         self.dit, self.text_encoder = dit, text_encoder
+        self.binding = nn.Linear(text_encoder.dim, len(COLOURS) + len(SHAPES) + len(MOTIONS)) if binding else None
+
+
+def binding_targets(tokenizer, ids: torch.Tensor, scenes: list) -> torch.Tensor:
+    """-> (N, 5) long rows (caption, token position, colour, shape, motion): every colour word and
+    every shape word of a shapes-world caption with the attributes of the object it names.
+
+    The k-th colour word and the k-th shape word name the k-th object (every caption template
+    keeps the scene's order); captions whose word counts do not match the scene (dropped
+    captions, style-padded ones that lost a word to truncation) give no rows.
+    """
+    from model.data.captions import COLOUR_WORDS, SHAPE_WORDS
+
+    colour_ids = {tokenizer.convert_tokens_to_ids(w) for ws in COLOUR_WORDS.values() for w in ws}
+    shape_ids = {tokenizer.convert_tokens_to_ids(w) for ws in SHAPE_WORDS.values() for w in ws}
+    rows = []
+    for b, (row, scene) in enumerate(zip(ids.tolist(), scenes)):
+        colours = [j for j, t in enumerate(row) if t in colour_ids]
+        shapes = [j for j, t in enumerate(row) if t in shape_ids]
+        if len(colours) != len(scene.objects) or len(shapes) != len(scene.objects):
+            continue
+        for k, obj in enumerate(scene.objects):
+            target = (COLOURS.index(obj.colour), SHAPES.index(obj.shape), MOTIONS.index(obj.motion))
+            rows += [(b, colours[k], *target), (b, shapes[k], *target)]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 5)
+
+
+def binding_loss(head: nn.Linear, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of colour, shape and motion read from the state at each target word.
+
+    Why: trained through the DiT alone, the tiny text encoder stayed a bag of words (a probe at
+    each shape word found its own object's colour at 44-50 %, bench/text_probe.py), so the DiT
+    cannot tell which colour and motion go with which shape in a two-object prompt. This loss
+    asks every word of an object to carry the whole object; the DiT then finds it at any of them.
+    """
+    if not len(targets):
+        return states.sum() * 0.0
+    logits = head(states[targets[:, 0], targets[:, 1]].float())  # (N, 7 + 3 + 5)
+    splits = logits.split([len(COLOURS), len(SHAPES), len(MOTIONS)], dim=1)
+    return sum(F.cross_entropy(z, targets[:, 2 + i]) for i, z in enumerate(splits)) / 3
 
 
 def _latent_source(cfg: TrainConfig, vae: nn.Module, device: torch.device, rng: np.random.Generator,
-                   log: Callable[[str], None]) -> Callable[[], tuple[torch.Tensor, list[str]]]:
-    """-> a function giving (normalised latents (B, C, T', H', W'), captions) per step.
+                   log: Callable[[str], None]) -> Callable[[], tuple[torch.Tensor, list[str], list | None]]:
+    """-> a function giving (normalised latents (B, C, T', H', W'), captions, scenes or None) per step.
 
     Shapes world: a `LatentCache` filled once (captions redrawn per use). A video folder:
     encoded on the fly (real fine-tuning sets are small and their clips are few).
@@ -362,9 +407,9 @@ def _latent_source(cfg: TrainConfig, vae: nn.Module, device: torch.device, rng: 
     if cfg.data != "shapes":
         data = batches(cfg, cfg.dit_frames, cfg.dit_voxels, device, int(rng.integers(2**31)))
 
-        def from_folder() -> tuple[torch.Tensor, list[str]]:
+        def from_folder() -> tuple[torch.Tensor, list[str], None]:
             batch = next(data)
-            return encode(batch.video), batch.captions
+            return encode(batch.video), batch.captions, None
         return from_folder
 
     from model.data.latent_cache import LatentCache
@@ -374,9 +419,9 @@ def _latent_source(cfg: TrainConfig, vae: nn.Module, device: torch.device, rng: 
                cfg.cache_time_s, cfg.cache_voxels, int(rng.integers(2**31)), device, cfg.pair_share)
     log(f"[dit] latent cache: {len(cache)} clips in {time.perf_counter() - started:.0f} s")
 
-    def from_cache() -> tuple[torch.Tensor, list[str]]:
+    def from_cache() -> tuple[torch.Tensor, list[str], list]:
         batch = cache.sample(cfg.dit_voxels, rng, max_batch=cfg.dit_max_batch, caption_noise=cfg.caption_noise)
-        return batch.video, batch.captions
+        return batch.video, batch.captions, batch.scenes
     return from_cache
 
 
@@ -391,7 +436,9 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
         pipe.transformer.enable_abs_pos()
     if cfg.text_abs_pos:  # the same for the text encoder's word positions
         pipe.text_encoder.enable_abs_pos(cfg.text_abs_pos_init)
-    net = Denoiser(pipe.transformer, pipe.text_encoder).to(device=device, dtype=torch.float32).train()
+    if cfg.bind_loss > 0 and cfg.data != "shapes":
+        raise ValueError("--bind-loss needs the shapes world's scene labels (--data shapes)")
+    net = Denoiser(pipe.transformer, pipe.text_encoder, binding=cfg.bind_loss > 0).to(device=device, dtype=torch.float32).train()
     decay, no_decay = [], []
     for name, p in net.named_parameters():
         (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
@@ -408,14 +455,14 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + step)
     rng = np.random.default_rng(cfg.seed + 2 + step)
     next_latents = _latent_source(cfg, pipe.vae, device, rng, log)
-    start, last_ckpt, losses, clips = time.perf_counter() - elapsed, time.perf_counter(), [], 0
+    start, last_ckpt, losses, bind_losses, clips = time.perf_counter() - elapsed, time.perf_counter(), [], [], 0
 
     def checkpoint() -> None:
         save_ckpt(out / DIT_CKPT, model=net.state_dict(), opt=opt.state_dict(), ema=ema.state_dict(),
                   step=step, elapsed_s=elapsed)
 
     while progress(step, elapsed, steps, secs) < 1.0:
-        latents, captions = next_latents()
+        latents, captions, scenes = next_latents()
         captions = ["" if rng.random() < cfg.caption_dropout else c for c in captions]
         lr = learning_rate(cfg.dit_lr, step, progress(step, elapsed, steps, secs), cfg.warmup_steps)
         for group in opt.param_groups:
@@ -425,6 +472,10 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
             states, mask = net.text_encoder(ids, mask)                  # (B, L, d), (B, L)
             loss = flow_matching_loss(net.dit, latents, states, mask, generator=gen,
                                       shift=cfg.timestep_shift)
+            if net.binding is not None:
+                bind = binding_loss(net.binding, states, binding_targets(net.text_encoder.tokenizer, ids, scenes).to(device))
+                bind_losses.append(bind.detach())
+                loss = loss + cfg.bind_loss * bind
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -436,11 +487,12 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
         losses.append(loss.detach())
         if step % cfg.log_every == 0 or step == 1:
             mean = torch.stack(losses).float().mean().item()
-            log(f"[dit] step {step} loss {mean:.4f} lr {lr:.2e} {step / max(elapsed, 1e-9):.2f} steps/s "
+            bind = f" (bind {torch.stack(bind_losses).float().mean().item():.4f})" if bind_losses else ""
+            log(f"[dit] step {step} loss {mean:.4f}{bind} lr {lr:.2e} {step / max(elapsed, 1e-9):.2f} steps/s "
                 f"batch {len(captions)} clips {clips} elapsed {elapsed:.0f} s")
             if not math.isfinite(mean):
                 raise FloatingPointError(f"[dit] loss is {mean} at step {step}; lower --dit-lr")
-            losses = []
+            losses, bind_losses = [], []
         if time.perf_counter() - last_ckpt > cfg.ckpt_every_s:
             checkpoint()
             last_ckpt = time.perf_counter()
@@ -530,6 +582,8 @@ HELP = {
                     "bias alone left the tiny encoder a bag of words, docs/training.md)",
     "text_abs_pos_init": "start of that table: 0 = zeros (outputs unchanged; moved 0.002 in 400 CPU steps), "
                          "> 0 = sinusoids at this times the word embeddings' RMS (word order from step 1)",
+    "bind_loss": "shapes world: weight of an auxiliary loss asking each colour and shape word's encoder state "
+                 "to carry its own object's colour, shape and motion (0 = off; the head is not exported)",
 }
 
 

@@ -7,9 +7,10 @@
 #   fresh DiT + text encoder on the shipped VAE's latents (its layout, colour and text skills
 #   carry over to a VAE that has only been trained further).
 # Phase B, side by side: two DiT runs continue phase A's DiT on phase A's new VAE, at two
-#   learning rates. Then both are evaluated (`spacetime eval`, default prompt set), and
-#   OUT/best names the better export (by held-out "all right", then pairs both-right); last,
-#   bench/text_probe.py probes both text encoders (OUT/text_probe.log).
+#   learning rates (B_LRS, default "8e-4 3e-4"; one rate leaves GPU 1 free for other work).
+#   Then each is evaluated (`spacetime eval`, default prompt set), and OUT/best names the better
+#   export (by held-out "all right", then pairs both-right); last, bench/text_probe.py probes
+#   their text encoders (OUT/text_probe.log).
 # Run from the repository root; `python3 -m workers.cli` is `spacetime` without the install.
 # DIT_EXTRA adds options to every DiT run, e.g. DIT_EXTRA="--pair-share 0.7 --caption-noise 0.2"
 # (a larger batch needs --dit-max-batch too: --dit-voxels alone stops at 256 clips per batch).
@@ -38,8 +39,9 @@ vae="$OUT/vae/pipeline"
 [ -d "$OUT/ditA/pipeline" ] || { echo "phase A DiT failed"; exit 1; }
 
 echo "phase B: $(date -u +%T)"
-lrs=(8e-4 3e-4)
-for i in 0 1; do
+read -r -a lrs <<< "${B_LRS:-8e-4 3e-4}"
+runs=("${!lrs[@]}")
+for i in "${runs[@]}"; do
     CUDA_VISIBLE_DEVICES=$i st train --stage dit --init "$OUT/ditA/pipeline" --init-vae "$vae" --out "$OUT/ditB$i" \
         --dit-time-s $((B_S - 50)) --dit-lr "${lrs[$i]}" --warmup-steps 100 --seed $((i + 1)) "${dit[@]}" \
         "${common[@]}" > "$OUT/ditB$i.log" 2>&1 &
@@ -47,25 +49,26 @@ done
 wait
 
 echo "eval: $(date -u +%T)"
-for i in 0 1; do
+for i in "${runs[@]}"; do
     CUDA_VISIBLE_DEVICES=$i st eval --model "$OUT/ditB$i/pipeline" --json "$OUT/eval$i.json" > "$OUT/eval$i.log" 2>&1 &
 done
 wait
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "${#lrs[@]}" <<'PY'
 import json, sys
 from pathlib import Path
-out = Path(sys.argv[1])
+out, n = Path(sys.argv[1]), int(sys.argv[2])
 def score(i):
     try:
         s = json.loads((out / f"eval{i}.json").read_text())["summary"]
     except (OSError, KeyError, ValueError):
         return (-1.0, -1.0)
     return (s["heldout"]["all_right"], s["pairs"]["all_right"])
-best = max((0, 1), key=score)
+best = max(range(n), key=score)
 (out / "best").write_text(str(out / f"ditB{best}" / "pipeline") + "\n")
-print("best:", best, score(0), score(1))
+print("best:", best, *(score(i) for i in range(n)))
 PY
 # Does the text encoder bind each word to its own phrase? (docs/training.md; about a minute)
-python3 bench/text_probe.py "$OUT/ditB0/pipeline" "$OUT/ditB1/pipeline" --captions 2000 > "$OUT/text_probe.log" 2>&1
+probed=(); for i in "${runs[@]}"; do probed+=("$OUT/ditB$i/pipeline"); done
+python3 bench/text_probe.py "${probed[@]}" --captions 2000 > "$OUT/text_probe.log" 2>&1
 cat "$OUT/text_probe.log"
 echo "done: $(date -u +%T)"

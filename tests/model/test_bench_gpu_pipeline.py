@@ -17,10 +17,12 @@ def test_pipeline_bench_runs_and_ours_matches_wan_pipeline(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["run"]: r for r in json.loads(out.read_text())}
-    assert list(rows) == ["diffusers WanPipeline, eager (anchor)", "ours exact, eager", "ours fast, eager"]
+    assert list(rows) == ["diffusers WanPipeline, eager (anchor)", "ours exact, eager",
+                          "ours exact, eager, pair as 2 calls", "ours fast, eager"]
     assert all(r["seconds"] > 0 for r in rows.values())
     # Same folder, same seed, float32 on the CPU: the two pipelines draw the same frames.
     assert rows["diffusers WanPipeline, eager (anchor)"]["psnr_vs_ours_exact"] > 40
+    assert rows["ours exact, eager, pair as 2 calls"]["psnr_vs_ours_exact"] > 40  # same video
     fast = rows["ours fast, eager"]["stats"]
     assert fast["mode"] == "fast" and fast["guided_steps"] < fast["steps"]
     assert "ours exact, eager" in run.stdout and "vs anchor" in run.stdout

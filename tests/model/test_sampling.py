@@ -31,6 +31,23 @@ def test_batched_guidance_equals_two_separate_passes():
     separate = v_uncond + 5.0 * (v_cond - v_uncond)
     assert not torch.allclose(v_cond, v_uncond)  # guidance has something to do
     torch.testing.assert_close(batched, separate, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        split = guided_velocity(model, x, t, cond, uncond, 5.0, split=True)
+    torch.testing.assert_close(split, separate, rtol=1e-5, atol=1e-5)
+
+
+def test_split_guidance_samples_the_same_latents_in_exact_mode_only():
+    model = tiny_dit()
+    cond, uncond = _text(1, seed=1), _text(1, seed=2)
+    calls = []
+    model.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    run = lambda **kw: sample_latents(model, (1, 4, 3, 4, 6), cond, uncond, 3, 5.0,
+                                      torch.Generator().manual_seed(0), scheduler="euler", **kw)
+    joint = run()
+    assert calls == [2, 2, 2]
+    calls.clear()
+    torch.testing.assert_close(run(split_guidance=True), joint, rtol=1e-5, atol=1e-5)
+    assert calls == [1, 1] * 3
 
 
 class Oracle(nn.Module):

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model.data.buckets import Bucket
 from model.data.latent_cache import LatentCache
@@ -17,7 +18,7 @@ from model.dit import DiTConfig
 from model.pipeline import load_pipeline
 from model.presets import get_preset
 from model.train import (
-    EMA, TrainConfig, add_arguments, config_from_args, learning_rate, progress, train,
+    EMA, TrainConfig, add_arguments, binding_loss, binding_targets, config_from_args, learning_rate, progress, train,
 )
 
 
@@ -96,6 +97,76 @@ def test_abs_pos_continues_trained_weights_and_is_exported(tmp_path):
     assert torch.equal(pipe.text_encoder.pos_embedding.detach().float(), words.float())
     assert pipe(prompt="a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, seed=0).shape == (5, 32, 32, 3)
 
+def test_binding_targets_name_each_word_s_own_object():
+    """Every colour and shape word of a varied caption is paired with the object it names (the
+    k-th of each goes with the k-th object, whatever the template, synonyms or style padding)."""
+    from model.data.captions import COLOUR_WORDS, SHAPE_WORDS, random_caption
+    from model.data.shapes import COLOURS, MOTIONS, SHAPES, sample_scene
+    from model.text_encoder import word_tokenizer
+
+    tok, rng = word_tokenizer(), np.random.default_rng(0)
+    scenes = [sample_scene(rng, "train", 1 + i % 2) for i in range(200)]
+    captions = [random_caption(s, rng, noise=0.5) for s in scenes]
+    ids = tok(captions, padding="max_length", max_length=32, truncation=True, return_tensors="pt")["input_ids"]
+    rows = binding_targets(tok, ids, scenes)
+    assert rows.shape == (2 * sum(len(s.objects) for s in scenes), 5)  # no caption skipped
+    for b, pos, colour, shape, motion in rows.tolist():
+        word = tok.convert_ids_to_tokens(int(ids[b, pos]))
+        assert word in COLOUR_WORDS[COLOURS[colour]] or word in SHAPE_WORDS[SHAPES[shape]], (captions[b], word)
+        obj = [o for o in scenes[b].objects if (o.colour, o.shape) == (COLOURS[colour], SHAPES[shape])]
+        assert obj and obj[0].motion == MOTIONS[motion]
+    two = [sample_scene(np.random.default_rng(s), "train", 2) for s in range(3)]
+    empty = tok(["", "a red circle"], padding="max_length", max_length=32, return_tensors="pt")["input_ids"]
+    assert len(binding_targets(tok, empty, two[:2])) == 0  # dropped caption; words that miss the scene's count
+
+
+def test_binding_loss_falls_only_when_states_carry_the_object():
+    """The loss is low for states that hold each word's object and stays near chance for a bag of
+    words (both objects' attributes at every word)."""
+    from model.data.shapes import COLOURS, MOTIONS, SHAPES
+
+    torch.manual_seed(0)
+    n, d = 512, 15
+    targets = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.long), torch.randint(7, (n,)),
+                           torch.randint(3, (n,)), torch.randint(5, (n,))], dim=1)
+    other = torch.stack([torch.randint(7, (n,)), torch.randint(3, (n,)), torch.randint(5, (n,))], dim=1)
+
+    def one_hot(t):
+        return torch.cat([F.one_hot(t[:, 0], 7), F.one_hot(t[:, 1], 3), F.one_hot(t[:, 2], 5)], 1).float()
+
+    bound = one_hot(targets[:, 2:])[:, None] * 4            # (n, 1, d): the word's own object
+    bag = (one_hot(targets[:, 2:]) + one_hot(other))[:, None] * 4  # both objects, unordered
+    losses = {}
+    for name, states in (("bound", bound), ("bag", bag)):
+        head = torch.nn.Linear(d, len(COLOURS) + len(SHAPES) + len(MOTIONS))
+        opt = torch.optim.Adam(head.parameters(), lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            loss = binding_loss(head, states, targets)
+            loss.backward()
+            opt.step()
+        losses[name] = float(loss.detach())
+    assert losses["bound"] < 0.05 and losses["bag"] > 0.3, losses
+    assert float(binding_loss(head, bag, targets[:0])) == 0.0
+
+
+def test_bind_loss_trains_and_is_not_exported(tmp_path):
+    first = train(tiny_config(tmp_path / "a"), log=lambda _: None, preset=tiny_preset())
+    lines: list[str] = []
+    folder = train(tiny_config(tmp_path / "b", stage="dit", init=str(first), bind_loss=0.5, pair_share=1.0),
+                   log=lines.append, preset=tiny_preset())
+    binds = [float(l.split("(bind ")[1].split(")")[0]) for l in lines if l.startswith("[dit] step ")]
+    assert len(binds) == 3 and all(math.isfinite(b) and b > 0 for b in binds)
+    from safetensors.torch import load_file
+
+    for part in ("transformer", "text_encoder"):
+        for f in (folder / part).glob("*.safetensors"):
+            assert not any("binding" in k for k in load_file(str(f)))
+    with pytest.raises(ValueError, match="--bind-loss needs"):
+        train(tiny_config(tmp_path / "c", stage="dit", init=str(first), bind_loss=0.5, data=str(tmp_path)),
+              log=lambda _: None, preset=tiny_preset())
+
+
 def test_dit_stage_needs_a_vae(tmp_path):
     with pytest.raises(FileNotFoundError, match="needs a trained VAE"):
         train(tiny_config(tmp_path, stage="dit"), log=lambda _: None, preset=tiny_preset())
@@ -129,9 +200,10 @@ def test_cli_arguments_and_errors():
     with pytest.raises(ValueError, match="multiples of 16"):
         config_from_args(parser.parse_args(["--sizes", "100x64"]))
     cfg = config_from_args(parser.parse_args(["--pair-share", "0.7", "--caption-noise", "0.2", "--abs-pos",
-                                              "--text-abs-pos", "--dit-max-batch", "1024", "--text-abs-pos-init", "0.5"]))
+                                              "--text-abs-pos", "--dit-max-batch", "1024", "--text-abs-pos-init", "0.5",
+                                              "--bind-loss", "0.1"]))
     assert (cfg.pair_share, cfg.caption_noise, cfg.abs_pos, cfg.text_abs_pos) == (0.7, 0.2, True, True)
-    assert cfg.dit_max_batch == 1024 and cfg.text_abs_pos_init == 0.5
+    assert cfg.dit_max_batch == 1024 and cfg.text_abs_pos_init == 0.5 and cfg.bind_loss == 0.1
     with pytest.raises(ValueError, match="--pair-share must be between 0 and 1"):
         config_from_args(parser.parse_args(["--pair-share", "1.5"]))
     with pytest.raises(ValueError, match="--caption-noise must be between 0 and 1"):
