@@ -85,6 +85,7 @@ class TrainConfig:
     text_abs_pos: bool = False       # DiT stage: add the text encoder's word-position table
     text_abs_pos_init: float = 0.0   # its start: 0 zeros (outputs unchanged), > 0 sinusoids at this x the embeddings' RMS
     bind_loss: float = 0.0           # shapes world: weight of the auxiliary word-binding loss (0: off)
+    bind_target: str = "object"      # what each colour/shape word must carry: "object" (its object's attributes) or "slot"
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
 
@@ -343,18 +344,21 @@ class Denoiser(nn.Module):
     """DiT + text encoder as one module, so one optimizer, EMA and clip step cover both.
 
     `binding`: with `--bind-loss`, a linear head on the text encoder's states (trained, never
-    exported) that must read each object's colour, shape and motion at each of its colour and
-    shape words; see `binding_loss`."""
+    exported) that must read, at each colour and shape word, its object's colour, shape and
+    motion ("object") or which of the caption's objects it names ("slot"); see `binding_loss`."""
 
-    def __init__(self, dit: nn.Module, text_encoder: nn.Module, binding: bool = False) -> None:
+    def __init__(self, dit: nn.Module, text_encoder: nn.Module, binding: str | None = None) -> None:
         super().__init__()
         self.dit, self.text_encoder = dit, text_encoder
-        self.binding = nn.Linear(text_encoder.dim, len(COLOURS) + len(SHAPES) + len(MOTIONS)) if binding else None
+        outputs = {None: 0, "object": len(COLOURS) + len(SHAPES) + len(MOTIONS), "slot": 2}[binding]
+        self.binding_target = binding
+        self.binding = nn.Linear(text_encoder.dim, outputs) if binding else None
 
 
 def binding_targets(tokenizer, ids: torch.Tensor, scenes: list) -> torch.Tensor:
-    """-> (N, 5) long rows (caption, token position, colour, shape, motion): every colour word and
-    every shape word of a shapes-world caption with the attributes of the object it names.
+    """-> (N, 7) long rows (caption, token position, object index, objects in the scene, colour,
+    shape, motion): every colour word and every shape word of a shapes-world caption with the
+    object it names.
 
     The k-th colour word and the k-th shape word name the k-th object (every caption template
     keeps the scene's order); captions whose word counts do not match the scene (dropped
@@ -372,23 +376,31 @@ def binding_targets(tokenizer, ids: torch.Tensor, scenes: list) -> torch.Tensor:
             continue
         for k, obj in enumerate(scene.objects):
             target = (COLOURS.index(obj.colour), SHAPES.index(obj.shape), MOTIONS.index(obj.motion))
-            rows += [(b, colours[k], *target), (b, shapes[k], *target)]
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, 5)
+            n = len(scene.objects)
+            rows += [(b, colours[k], k, n, *target), (b, shapes[k], k, n, *target)]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 7)
 
 
-def binding_loss(head: nn.Linear, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of colour, shape and motion read from the state at each target word.
+def binding_loss(head: nn.Linear, states: torch.Tensor, targets: torch.Tensor, target: str = "object") -> torch.Tensor:
+    """Cross-entropy of what `target` asks for, read from the state at each target word.
 
     Why: trained through the DiT alone, the tiny text encoder stayed a bag of words (a probe at
     each shape word found its own object's colour at 44-50 %, bench/text_probe.py), so the DiT
-    cannot tell which colour and motion go with which shape in a two-object prompt. This loss
-    asks every word of an object to carry the whole object; the DiT then finds it at any of them.
+    cannot tell which colour and motion go with which shape in a two-object prompt.
+    "object": every word of an object must carry the whole object (colour, shape and motion; the
+    mean of the three losses), so the DiT finds it at any of them. "slot": every word of a
+    two-object caption must say whether it names the first or the second object, so each word
+    keeps its own meaning plus an object index (single-object captions give no rows).
     """
+    if target == "slot":
+        targets = targets[targets[:, 3] == 2]
     if not len(targets):
         return states.sum() * 0.0
-    logits = head(states[targets[:, 0], targets[:, 1]].float())  # (N, 7 + 3 + 5)
+    logits = head(states[targets[:, 0], targets[:, 1]].float())  # (N, outputs)
+    if target == "slot":
+        return F.cross_entropy(logits, targets[:, 2])
     splits = logits.split([len(COLOURS), len(SHAPES), len(MOTIONS)], dim=1)
-    return sum(F.cross_entropy(z, targets[:, 2 + i]) for i, z in enumerate(splits)) / 3
+    return sum(F.cross_entropy(z, targets[:, 4 + i]) for i, z in enumerate(splits)) / 3
 
 
 def _latent_source(cfg: TrainConfig, vae: nn.Module, device: torch.device, rng: np.random.Generator,
@@ -438,7 +450,9 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
         pipe.text_encoder.enable_abs_pos(cfg.text_abs_pos_init)
     if cfg.bind_loss > 0 and cfg.data != "shapes":
         raise ValueError("--bind-loss needs the shapes world's scene labels (--data shapes)")
-    net = Denoiser(pipe.transformer, pipe.text_encoder, binding=cfg.bind_loss > 0).to(device=device, dtype=torch.float32).train()
+    if cfg.bind_target not in ("object", "slot"):
+        raise ValueError(f"--bind-target must be 'object' or 'slot', got {cfg.bind_target!r}")
+    net = Denoiser(pipe.transformer, pipe.text_encoder, binding=cfg.bind_target if cfg.bind_loss > 0 else None).to(device=device, dtype=torch.float32).train()
     decay, no_decay = [], []
     for name, p in net.named_parameters():
         (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
@@ -473,7 +487,8 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
             loss = flow_matching_loss(net.dit, latents, states, mask, generator=gen,
                                       shift=cfg.timestep_shift)
             if net.binding is not None:
-                bind = binding_loss(net.binding, states, binding_targets(net.text_encoder.tokenizer, ids, scenes).to(device))
+                bind = binding_loss(net.binding, states, binding_targets(net.text_encoder.tokenizer, ids, scenes).to(device),
+                                    net.binding_target)
                 bind_losses.append(bind.detach())
                 loss = loss + cfg.bind_loss * bind
         opt.zero_grad(set_to_none=True)
@@ -583,7 +598,9 @@ HELP = {
     "text_abs_pos_init": "start of that table: 0 = zeros (outputs unchanged; moved 0.002 in 400 CPU steps), "
                          "> 0 = sinusoids at this times the word embeddings' RMS (word order from step 1)",
     "bind_loss": "shapes world: weight of an auxiliary loss asking each colour and shape word's encoder state "
-                 "to carry its own object's colour, shape and motion (0 = off; the head is not exported)",
+                 "to carry what --bind-target names (0 = off; the head is not exported)",
+    "bind_target": "object: each word carries its object's colour, shape and motion (binds, but a held-out "
+                   "colour-shape pair then reads as a new code); slot: each word carries which object it names",
 }
 
 

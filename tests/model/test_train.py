@@ -101,7 +101,7 @@ def test_binding_targets_name_each_word_s_own_object():
     """Every colour and shape word of a varied caption is paired with the object it names (the
     k-th of each goes with the k-th object, whatever the template, synonyms or style padding)."""
     from model.data.captions import COLOUR_WORDS, SHAPE_WORDS, random_caption
-    from model.data.shapes import COLOURS, MOTIONS, SHAPES, sample_scene
+    from model.data.shapes import COLOURS, MOTIONS, SHAPES, ObjectSpec, sample_scene
     from model.text_encoder import word_tokenizer
 
     tok, rng = word_tokenizer(), np.random.default_rng(0)
@@ -109,12 +109,12 @@ def test_binding_targets_name_each_word_s_own_object():
     captions = [random_caption(s, rng, noise=0.5) for s in scenes]
     ids = tok(captions, padding="max_length", max_length=32, truncation=True, return_tensors="pt")["input_ids"]
     rows = binding_targets(tok, ids, scenes)
-    assert rows.shape == (2 * sum(len(s.objects) for s in scenes), 5)  # no caption skipped
-    for b, pos, colour, shape, motion in rows.tolist():
+    assert rows.shape == (2 * sum(len(s.objects) for s in scenes), 7)  # no caption skipped
+    for b, pos, k, n, colour, shape, motion in rows.tolist():
+        assert n == len(scenes[b].objects) and 0 <= k < n
         word = tok.convert_ids_to_tokens(int(ids[b, pos]))
         assert word in COLOUR_WORDS[COLOURS[colour]] or word in SHAPE_WORDS[SHAPES[shape]], (captions[b], word)
-        obj = [o for o in scenes[b].objects if (o.colour, o.shape) == (COLOURS[colour], SHAPES[shape])]
-        assert obj and obj[0].motion == MOTIONS[motion]
+        assert scenes[b].objects[k] == ObjectSpec(SHAPES[shape], COLOURS[colour], MOTIONS[motion])
     two = [sample_scene(np.random.default_rng(s), "train", 2) for s in range(3)]
     empty = tok(["", "a red circle"], padding="max_length", max_length=32, return_tensors="pt")["input_ids"]
     assert len(binding_targets(tok, empty, two[:2])) == 0  # dropped caption; words that miss the scene's count
@@ -127,15 +127,15 @@ def test_binding_loss_falls_only_when_states_carry_the_object():
 
     torch.manual_seed(0)
     n, d = 512, 15
-    targets = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.long), torch.randint(7, (n,)),
-                           torch.randint(3, (n,)), torch.randint(5, (n,))], dim=1)
+    targets = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.long), torch.randint(2, (n,)),
+                           torch.full((n,), 2), torch.randint(7, (n,)), torch.randint(3, (n,)), torch.randint(5, (n,))], dim=1)
     other = torch.stack([torch.randint(7, (n,)), torch.randint(3, (n,)), torch.randint(5, (n,))], dim=1)
 
     def one_hot(t):
         return torch.cat([F.one_hot(t[:, 0], 7), F.one_hot(t[:, 1], 3), F.one_hot(t[:, 2], 5)], 1).float()
 
-    bound = one_hot(targets[:, 2:])[:, None] * 4            # (n, 1, d): the word's own object
-    bag = (one_hot(targets[:, 2:]) + one_hot(other))[:, None] * 4  # both objects, unordered
+    bound = one_hot(targets[:, 4:])[:, None] * 4            # (n, 1, d): the word's own object
+    bag = (one_hot(targets[:, 4:]) + one_hot(other))[:, None] * 4  # both objects, unordered
     losses = {}
     for name, states in (("bound", bound), ("bag", bag)):
         head = torch.nn.Linear(d, len(COLOURS) + len(SHAPES) + len(MOTIONS))
@@ -148,6 +148,19 @@ def test_binding_loss_falls_only_when_states_carry_the_object():
         losses[name] = float(loss.detach())
     assert losses["bound"] < 0.05 and losses["bag"] > 0.3, losses
     assert float(binding_loss(head, bag, targets[:0])) == 0.0
+    # "slot": the object index is readable when the state holds it (and only from pairs' rows).
+    slot_states = F.one_hot(targets[:, 2], 2).float()[:, None] * 4
+    head = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        loss = binding_loss(head, slot_states, targets, "slot")
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.05
+    singles = targets.clone()
+    singles[:, 3] = 1
+    assert float(binding_loss(head, slot_states, singles, "slot")) == 0.0
 
 
 def test_bind_loss_trains_and_is_not_exported(tmp_path):
@@ -162,6 +175,13 @@ def test_bind_loss_trains_and_is_not_exported(tmp_path):
     for part in ("transformer", "text_encoder"):
         for f in (folder / part).glob("*.safetensors"):
             assert not any("binding" in k for k in load_file(str(f)))
+    lines = []
+    train(tiny_config(tmp_path / "d", stage="dit", init=str(first), bind_loss=0.5, bind_target="slot", pair_share=1.0),
+          log=lines.append, preset=tiny_preset())
+    assert len([l for l in lines if "(bind " in l]) == 3
+    with pytest.raises(ValueError, match="--bind-target must be"):
+        train(tiny_config(tmp_path / "e", stage="dit", init=str(first), bind_loss=0.5, bind_target="colour"),
+              log=lambda _: None, preset=tiny_preset())
     with pytest.raises(ValueError, match="--bind-loss needs"):
         train(tiny_config(tmp_path / "c", stage="dit", init=str(first), bind_loss=0.5, data=str(tmp_path)),
               log=lambda _: None, preset=tiny_preset())
