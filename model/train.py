@@ -344,8 +344,8 @@ class Denoiser(nn.Module):
     """DiT + text encoder as one module, so one optimizer, EMA and clip step cover both.
 
     `binding`: with `--bind-loss`, a linear head on the text encoder's states (trained, never
-    exported) that must read, at each colour and shape word, its object's colour, shape and
-    motion ("object") or which of the caption's objects it names ("slot"); see `binding_loss`."""
+    exported) that must read, at each colour, shape and motion word, its object's colour, shape
+    and motion ("object") or which of the caption's objects it names ("slot"); see `binding_loss`."""
 
     def __init__(self, dit: nn.Module, text_encoder: nn.Module, binding: str | None = None) -> None:
         super().__init__()
@@ -357,27 +357,26 @@ class Denoiser(nn.Module):
 
 def binding_targets(tokenizer, ids: torch.Tensor, scenes: list) -> torch.Tensor:
     """-> (N, 7) long rows (caption, token position, object index, objects in the scene, colour,
-    shape, motion): every colour word and every shape word of a shapes-world caption with the
-    object it names.
+    shape, motion): every colour word, shape word and motion key word ("left" of "moves to the
+    left", `captions.motion_key_word`) of a shapes-world caption with the object it names.
 
-    The k-th colour word and the k-th shape word name the k-th object (every caption template
-    keeps the scene's order); captions whose word counts do not match the scene (dropped
-    captions, style-padded ones that lost a word to truncation) give no rows.
+    The k-th word of each kind names the k-th object (every caption template keeps the scene's
+    order); captions whose word counts do not match the scene (dropped captions, style-padded
+    ones that lost a word to truncation) give no rows.
     """
-    from model.data.captions import COLOUR_WORDS, SHAPE_WORDS
+    from model.data.captions import COLOUR_WORDS, MOTION_KEY_WORDS, SHAPE_WORDS
 
-    colour_ids = {tokenizer.convert_tokens_to_ids(w) for ws in COLOUR_WORDS.values() for w in ws}
-    shape_ids = {tokenizer.convert_tokens_to_ids(w) for ws in SHAPE_WORDS.values() for w in ws}
+    kinds = [{tokenizer.convert_tokens_to_ids(w) for ws in words.values() for w in ws}
+             for words in (COLOUR_WORDS, SHAPE_WORDS, MOTION_KEY_WORDS)]
     rows = []
     for b, (row, scene) in enumerate(zip(ids.tolist(), scenes)):
-        colours = [j for j, t in enumerate(row) if t in colour_ids]
-        shapes = [j for j, t in enumerate(row) if t in shape_ids]
-        if len(colours) != len(scene.objects) or len(shapes) != len(scene.objects):
+        n = len(scene.objects)
+        found = [[j for j, t in enumerate(row) if t in kind] for kind in kinds]
+        if any(len(positions) != n for positions in found):
             continue
         for k, obj in enumerate(scene.objects):
             target = (COLOURS.index(obj.colour), SHAPES.index(obj.shape), MOTIONS.index(obj.motion))
-            n = len(scene.objects)
-            rows += [(b, colours[k], k, n, *target), (b, shapes[k], k, n, *target)]
+            rows += [(b, positions[k], k, n, *target) for positions in found]
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 7)
 
 
@@ -597,7 +596,7 @@ HELP = {
                     "bias alone left the tiny encoder a bag of words, docs/training.md)",
     "text_abs_pos_init": "start of that table: 0 = zeros (outputs unchanged; moved 0.002 in 400 CPU steps), "
                          "> 0 = sinusoids at this times the word embeddings' RMS (word order from step 1)",
-    "bind_loss": "shapes world: weight of an auxiliary loss asking each colour and shape word's encoder state "
+    "bind_loss": "shapes world: weight of an auxiliary loss asking each colour, shape and motion word's encoder state "
                  "to carry what --bind-target names (0 = off; the head is not exported)",
     "bind_target": "object: each word carries its object's colour, shape and motion (binds, but a held-out "
                    "colour-shape pair then reads as a new code); slot: each word carries which object it names",

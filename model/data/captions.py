@@ -42,6 +42,16 @@ MOTION_PHRASES: dict[str, list[str]] = {
     "still": ["staying still", "sits still", "not moving", "resting in place", "standing still",
               "staying put", "motionless"],
 }
+
+
+def motion_key_word(phrase: str) -> str:
+    """The one word of a motion phrase that says which motion it is: its last word ("moves to
+    the left" -> "left"), except "not moving" -> "not" ("moving" also starts other phrases)."""
+    words = phrase.split()
+    return words[0] if words[-1] == "moving" else words[-1]
+
+
+MOTION_KEY_WORDS: dict[str, set[str]] = {m: {motion_key_word(p) for p in ps} for m, ps in MOTION_PHRASES.items()}
 _SINGLE_TEMPLATES = [
     "{a} {obj}",
     "{obj}",

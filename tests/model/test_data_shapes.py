@@ -108,6 +108,25 @@ def test_captions_vary_and_fit_the_tokenizer():
     assert canonical_caption(pair) == "an orange triangle staying still and a blue square moving up"
 
 
+def test_each_motion_phrase_has_one_key_word_found_nowhere_else():
+    """`binding_targets` finds an object's motion by its key word, so each phrase must hold exactly
+    one, of its own motion, and no other caption word may be one."""
+    from model.data.captions import (
+        _PAIR_TEMPLATES, _SINGLE_TEMPLATES, COLOUR_WORDS, MOTION_KEY_WORDS, MOTION_PHRASES, SHAPE_WORDS, STYLE_WORDS,
+    )
+
+    keys = {w: m for m, ws in MOTION_KEY_WORDS.items() for w in ws}
+    assert sum(len(ws) for ws in MOTION_KEY_WORDS.values()) == len(keys)  # no word names two motions
+    assert MOTION_KEY_WORDS["left"] == {"left", "leftward"} and "not" in MOTION_KEY_WORDS["still"]
+    for motion, phrases in MOTION_PHRASES.items():
+        for phrase in phrases:
+            assert [keys[w] for w in phrase.split() if w in keys] == [motion], phrase
+    other = {w for ws in (*COLOUR_WORDS.values(), *SHAPE_WORDS.values()) for w in ws}
+    other |= {w.strip(",") for t in _SINGLE_TEMPLATES + _PAIR_TEMPLATES for w in t.split() if "{" not in w}
+    other |= {w for style in STYLE_WORDS for w in style.split()} | {"a", "an"}
+    assert not other & set(keys)
+
+
 def test_stream_batches_share_a_bucket_and_scale_batch_size():
     buckets = all_buckets()
     assert len(buckets) == 12 and {b.num_frames for b in buckets} == {9, 17, 25, 33}

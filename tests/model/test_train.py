@@ -100,7 +100,7 @@ def test_abs_pos_continues_trained_weights_and_is_exported(tmp_path):
 def test_binding_targets_name_each_word_s_own_object():
     """Every colour and shape word of a varied caption is paired with the object it names (the
     k-th of each goes with the k-th object, whatever the template, synonyms or style padding)."""
-    from model.data.captions import COLOUR_WORDS, SHAPE_WORDS, random_caption
+    from model.data.captions import COLOUR_WORDS, MOTION_KEY_WORDS, SHAPE_WORDS, random_caption
     from model.data.shapes import COLOURS, MOTIONS, SHAPES, ObjectSpec, sample_scene
     from model.text_encoder import word_tokenizer
 
@@ -109,11 +109,12 @@ def test_binding_targets_name_each_word_s_own_object():
     captions = [random_caption(s, rng, noise=0.5) for s in scenes]
     ids = tok(captions, padding="max_length", max_length=32, truncation=True, return_tensors="pt")["input_ids"]
     rows = binding_targets(tok, ids, scenes)
-    assert rows.shape == (2 * sum(len(s.objects) for s in scenes), 7)  # no caption skipped
+    assert rows.shape == (3 * sum(len(s.objects) for s in scenes), 7)  # no caption skipped
     for b, pos, k, n, colour, shape, motion in rows.tolist():
         assert n == len(scenes[b].objects) and 0 <= k < n
         word = tok.convert_ids_to_tokens(int(ids[b, pos]))
-        assert word in COLOUR_WORDS[COLOURS[colour]] or word in SHAPE_WORDS[SHAPES[shape]], (captions[b], word)
+        assert (word in COLOUR_WORDS[COLOURS[colour]] or word in SHAPE_WORDS[SHAPES[shape]]
+                or word in MOTION_KEY_WORDS[MOTIONS[motion]]), (captions[b], word)
         assert scenes[b].objects[k] == ObjectSpec(SHAPES[shape], COLOURS[colour], MOTIONS[motion])
     two = [sample_scene(np.random.default_rng(s), "train", 2) for s in range(3)]
     empty = tok(["", "a red circle"], padding="max_length", max_length=32, return_tensors="pt")["input_ids"]
