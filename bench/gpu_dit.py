@@ -63,9 +63,17 @@ def matmul_rate(iters: int) -> float:
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
 
-def attention_rate(backend: SDPBackend, heads: int, tokens: int, head_dim: int, iters: int) -> float:
-    """Measured SDPA TFLOP/s for one (1, heads, tokens, head_dim) self-attention, or 0 if unsupported."""
-    q, k, v = (torch.randn(1, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+def attention_rate(backend: SDPBackend, heads: int, tokens: int, head_dim: int, iters: int,
+                   token_major: bool = False) -> float:
+    """Measured SDPA TFLOP/s for one (1, heads, tokens, head_dim) self-attention, or 0 if unsupported.
+
+    token_major: q/k/v are (1, tokens, heads, head_dim) tensors seen through .transpose(1, 2), the
+    strided layout the models hand to SDPA (the projections write tokens-major), instead of
+    contiguous (1, heads, tokens, head_dim)."""
+    shape = (1, tokens, heads, head_dim) if token_major else (1, heads, tokens, head_dim)
+    q, k, v = (torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    if token_major:
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     try:
         with sdpa_kernel(backend):
             ms = time_cuda(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), iters, warmup=2)
@@ -184,7 +192,9 @@ def main() -> int:
     head_dim = cfg.dim // cfg.num_heads
     rates = {b.name: attention_rate(b, cfg.num_heads, tokens, head_dim, args.iters)
              for b in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION)}
-    print(f"# bf16 matmul {mm:.0f} TFLOP/s | SDPA " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()) + " TFLOP/s")
+    strided = attention_rate(SDPBackend.CUDNN_ATTENTION, cfg.num_heads, tokens, head_dim, args.iters, token_major=True)
+    print(f"# bf16 matmul {mm:.0f} TFLOP/s | SDPA " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
+          + f" TFLOP/s | CUDNN_ATTENTION on the models' token-major strided q/k/v {strided:.0f} TFLOP/s")
 
     total = flops_per_forward(cfg, latent, args.text_len)
     attn = cfg.num_layers * 4 * tokens * tokens * cfg.dim

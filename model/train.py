@@ -85,7 +85,7 @@ class TrainConfig:
     text_abs_pos: bool = False       # DiT stage: add the text encoder's word-position table
     text_abs_pos_init: float = 0.0   # its start: 0 zeros (outputs unchanged), > 0 sinusoids at this x the embeddings' RMS
     bind_loss: float = 0.0           # shapes world: weight of the auxiliary word-binding loss (0: off)
-    bind_target: str = "object"      # what each colour/shape word must carry: "object" (its object's attributes) or "slot"
+    bind_target: str = "object"      # what each colour/shape/motion word must carry: "object" (its attributes) or "slot"
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
 
