@@ -12,6 +12,7 @@ also scored by the shapes evaluator: "all right" per split, and the drop against
     .venv/bin/python bench/fast_mode.py [--prompts 8] [--steps 20] [--threads 1]
     .venv/bin/python bench/fast_mode.py --grid       # also a small threshold x window sweep
     .venv/bin/python bench/fast_mode.py --adherence --threads 2   # + the evaluator's scores (~15 min)
+    .venv/bin/python bench/fast_mode.py --adherence --default-only --fp8 --threads 2   # FP8's cost
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main() -> int:
                         help="eval's default prompt set, scored by the shapes evaluator (and a few other settings)")
     parser.add_argument("--default-only", action="store_true",
                         help="with --adherence: exact and the default fast setting only")
+    parser.add_argument("--fp8", action="store_true",
+                        help="add the default fast setting with FP8 matmuls, and FP8 alone (no cache, guidance on every step)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -69,6 +72,10 @@ def main() -> int:
                                  FastSampling(cache_threshold=threshold, guidance_window=window)))
         settings.append(("guidance window only (0, 0.6)", FastSampling(cache_threshold=0.0)))
         settings.append(("cache only 0.08", FastSampling(guidance_window=(0.0, 1.0))))
+    if args.fp8:
+        settings.append(("fast (default) + FP8", FastSampling(fp8=True)))
+        settings.append(("FP8 only (no cache, guidance everywhere)",
+                         FastSampling(cache_threshold=0.0, guidance_window=(0.0, 1.0), fp8=True)))
     if args.adherence and not args.default_only:
         for threshold, window in ((0.15, (0.0, 0.6)), (0.15, (0.0, 1.0)), (0.08, (0.0, 1.0)), (0.04, (0.0, 1.0)),
                                   (0.0, (0.0, 0.6))):

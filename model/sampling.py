@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from torch import nn
 
+from model.fp8 import enable_fp8, fp8_matmuls
 from model.step_cache import FastSampling, FirstBlockCache
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -149,7 +150,8 @@ def sample_latents(
     `callback(step, total)` runs after every step (step counts from 1); returning False raises
     GenerationCancelled. The noise comes from `generator`, so a seed fixes the result; a list of
     B generators draws each sample's noise from its own (per-sample seeds in a batch).
-    `fast` (None = exact) turns on the step cache and the guidance window (model/step_cache.py);
+    `fast` (None = exact) turns on the step cache and the guidance window (model/step_cache.py),
+    and with `fast.fp8` FP8 matmuls in the DiT blocks (model/fp8.py);
     `stats`, if given, receives forwards / cached_forwards / guided_steps / steps of this run.
     `split_guidance`: exact mode only (the step cache keeps the guided pair as one batch), run the
     conditional and unconditional passes as two forwards (same result within float tolerance).
@@ -166,17 +168,21 @@ def sample_latents(
                        for g in generator]).to(device)  # (B, C, T, H, W)
     timesteps = solver.timesteps
     net = model if fast is None else FirstBlockCache(model, fast.cache_threshold, fast.max_skips)
+    use_fp8 = fast is not None and fast.fp8
+    if use_fp8:
+        enable_fp8(model)  # idempotent; the layers take the FP8 path only inside fp8_matmuls()
     guided_steps = 0
-    for i, t in enumerate(timesteps):
-        guided = uncond is not None and guidance_scale != 1.0 and (fast is None or fast.guided(i, len(timesteps)))
-        guided_steps += guided
-        v = guided_velocity(net, x, t.reshape(1).float().to(device), cond, uncond if guided else None, guidance_scale,
-                            split=split_guidance and fast is None)
-        x = solver.step(v, t, x, return_dict=False)[0]  # (B, C, T, H, W)
-        if callback is not None and callback(i + 1, len(timesteps)) is False:
-            raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
+    with fp8_matmuls(use_fp8):
+        for i, t in enumerate(timesteps):
+            guided = uncond is not None and guidance_scale != 1.0 and (fast is None or fast.guided(i, len(timesteps)))
+            guided_steps += guided
+            v = guided_velocity(net, x, t.reshape(1).float().to(device), cond, uncond if guided else None,
+                                guidance_scale, split=split_guidance and fast is None)
+            x = solver.step(v, t, x, return_dict=False)[0]  # (B, C, T, H, W)
+            if callback is not None and callback(i + 1, len(timesteps)) is False:
+                raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
     if stats is not None:
         forwards = net.steps if fast is not None else len(timesteps)
         stats.update(steps=len(timesteps), guided_steps=guided_steps, forwards=forwards,
-                     cached_forwards=net.skipped if fast is not None else 0)
+                     cached_forwards=net.skipped if fast is not None else 0, fp8=use_fp8)
     return x

@@ -38,6 +38,7 @@ class FastSampling:
     cache_threshold: float = 0.08  # reuse the deep blocks' residual below this relative change of the first block's
     max_skips: int = 2  # at most this many cached steps in a row (bounds the drift)
     guidance_window: tuple[float, float] = (0.0, 0.6)  # steps i with start <= i/steps < end run guidance
+    fp8: bool = False  # the DiT blocks' linear layers multiply in FP8 (model/fp8.py); off by default
 
     def __post_init__(self) -> None:
         start, end = self.guidance_window

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     device: str = "cpu"  # where a worker runs its pipelines ("cpu", "cuda", "cuda:1")
     cpu_threads: int = Field(default=0, ge=0)  # torch threads per CPU worker process; 0 = cores / pool processes
     compile_model: bool = False  # torch.compile the DiT blocks once per worker process (GPU: ~14 % per step)
+    fast_fp8: bool = False  # "quality": "fast" jobs also multiply the DiT blocks' linears in FP8 (model/fp8.py)
     # Encode, sign and store a job's video on a background thread while the next job denoises
     # (workers/overlap.py). Off: the whole job runs inside its task, as before.
     overlap_encode: bool = True

@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -163,6 +163,8 @@ class WorkerContext:
             pipe = self.pipelines[model.source] = load_model(model.source, self.settings.device)
             if self.settings.compile_model and hasattr(pipe, "compile_transformer"):
                 pipe.compile_transformer()  # compiles lazily, at the first job of each clip shape
+            if self.settings.fast_fp8 and hasattr(pipe, "fast_sampling"):
+                pipe.fast_sampling = replace(pipe.fast_sampling, fp8=True)
             log.info("pipeline loaded", extra={"model": model.name, "source": model.source,
                                                "load_s": round(time.perf_counter() - started, 2),
                                                "random_weights": getattr(pipe, "is_random_weights", None)})

@@ -93,7 +93,7 @@ def test_sampler_fast_mode_counts_and_equals_exact_with_everything_off():
         model, shape, _text(seed=1), _text(seed=2), steps, 4.0, torch.Generator().manual_seed(0), fast=fast, stats=stats)
     exact_stats: dict = {}
     exact = run(None, exact_stats)
-    assert exact_stats == dict(steps=10, guided_steps=10, forwards=10, cached_forwards=0)
+    assert exact_stats == dict(steps=10, guided_steps=10, forwards=10, cached_forwards=0, fp8=False)
     off = FastSampling(cache_threshold=0.0, guidance_window=(0.0, 1.0))
     assert torch.equal(run(off), exact)
     stats: dict = {}
@@ -117,7 +117,7 @@ def test_guidance_window_and_bad_settings():
 def test_pipeline_mode_fast_runs_reports_and_refuses_unknown_modes(tiny_pipeline):
     kwargs = dict(num_frames=5, height=32, width=48, num_inference_steps=6, seed=3)
     exact = tiny_pipeline("a red circle", **kwargs)
-    assert tiny_pipeline.last_stats == dict(mode="exact", steps=6, guided_steps=6, forwards=6, cached_forwards=0)
+    assert tiny_pipeline.last_stats == dict(mode="exact", steps=6, guided_steps=6, forwards=6, cached_forwards=0, fp8=False)
     fast = tiny_pipeline("a red circle", mode="fast", **kwargs)
     assert fast.shape == exact.shape and fast.dtype == np.uint8
     assert tiny_pipeline.last_stats["mode"] == "fast" and tiny_pipeline.last_stats["guided_steps"] < 6

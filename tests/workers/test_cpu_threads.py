@@ -53,3 +53,13 @@ def test_compile_model_compiles_the_loaded_dit_blocks_and_is_off_by_default(task
         ctx = tasks.WorkerContext(Settings(embedded=True, compile_model=flag), catalog, None, None, None, [])
         blocks = ctx.pipeline(model).transformer.blocks  # compiling is lazy: nothing runs until a job
         assert all((block._compiled_call_impl is not None) == flag for block in blocks)
+
+
+def test_fast_fp8_setting_turns_fp8_on_for_fast_jobs_only_and_is_off_by_default(tasks) -> None:
+    from service.catalog import Catalog
+
+    catalog = Catalog.load(None)
+    model = catalog.get("spacetime-tiny")
+    for flag in (False, True):
+        ctx = tasks.WorkerContext(Settings(embedded=True, fast_fp8=flag), catalog, None, None, None, [])
+        assert ctx.pipeline(model).fast_sampling.fp8 is flag

@@ -1,0 +1,86 @@
+"""FP8 (e4m3) matmuls for the DiT blocks' linear layers: an opt-in part of fast mode.
+
+`enable_fp8(dit)` gives every linear layer inside the DiT blocks (attention q/k/v/o, self and
+cross, and the MLP) a second path: the input is quantised per row (token) and the weight per
+output channel to float8_e4m3fn, multiplied by `torch._scaled_mm` (FP8 tensor cores on Hopper
+GPUs, a reference kernel on the CPU) with both scales applied to the output, and the bias added
+in the output dtype. The embedders, the adaLN projection and the final layer stay exact. The
+weights' FP8 copies are made at first use on each device and kept beside the model's own weights
+(half their bytes again in bf16); the state dict does not change.
+
+The FP8 path runs only inside `fp8_matmuls()`; outside it the layers run `F.linear` as before,
+so exact-mode requests in the same process are untouched. The switch is a module global rather
+than a ContextVar so that torch.compile can guard on it (one graph per value); the pipeline is
+never called from two threads at once in a worker process.
+
+Numbers: e4m3 keeps 3 mantissa bits, so one random-Gaussian matmul is off by ~3.6 % (relative L2)
+against float32; what that costs in prompt adherence is measured on the tiny model in
+docs/performance.md ("Fast mode").
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+E4M3_MAX = 448.0  # largest finite float8_e4m3fn
+_ON = False
+
+
+@contextmanager
+def fp8_matmuls(on: bool = True) -> Iterator[None]:
+    """Within this block, layers prepared by `enable_fp8` multiply in FP8 (if `on`)."""
+    global _ON
+    previous, _ON = _ON, on
+    try:
+        yield
+    finally:
+        _ON = previous
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> (float8_e4m3fn (M, K), float32 scale (M, 1)) with x ≈ x8 * scale row by row."""
+    scale = x.detach().abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
+    return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
+
+
+def fp8_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`linear(x)` computed with FP8 operands: x (..., in) -> (..., out) in x's dtype."""
+    w = linear.weight
+    key = (w.device, w.dtype, w.data_ptr(), w._version)
+    cached = linear.__dict__.get("_fp8_weight")
+    if cached is None or cached[0] != key:
+        w8, w_scale = quantize_rows(w.detach())               # (out, in), (out, 1)
+        cached = (key, w8, w_scale.t().contiguous())          # scale as (1, out)
+        linear.__dict__["_fp8_weight"] = cached
+    _, w8, w_scale = cached
+    rows = x.reshape(-1, x.shape[-1])                          # (M, in)
+    x8, x_scale = quantize_rows(rows)                          # (M, in), (M, 1)
+    out = torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale, out_dtype=x.dtype)  # (M, out)
+    if linear.bias is not None:
+        out = out + linear.bias.to(out.dtype)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _forward(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if _ON:
+        return fp8_linear(linear, x)
+    return F.linear(x, linear.weight, linear.bias)
+
+
+def enable_fp8(dit: nn.Module) -> int:
+    """Prepare the linear layers of `dit.blocks` for `fp8_matmuls()`; idempotent. Returns how many
+    layers have the FP8 path. Their in/out sizes must be multiples of 16 (`torch._scaled_mm` on CUDA)."""
+    linears = [m for block in dit.blocks for m in block.modules() if isinstance(m, nn.Linear)]
+    for module in linears:  # check all before changing any
+        if module.in_features % 16 or module.out_features % 16:
+            raise ValueError(f"FP8 needs linear sizes in multiples of 16, got {module.in_features} -> {module.out_features}")
+    for module in linears:
+        if "_fp8_forward" not in module.__dict__:
+            module.__dict__["_fp8_forward"] = True
+            module.forward = _forward.__get__(module)  # bound to this layer only
+    return len(linears)
