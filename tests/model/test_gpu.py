@@ -42,3 +42,29 @@ def test_wan_conversion_holds_in_bf16_on_cuda(tmp_path):
         expected = wan(x, t, ctx).sample.float()
         got = ours(x, t, ctx, None).float()
     assert (got - expected).norm() / expected.norm() < 2e-2
+
+
+def test_fp8_matmuls_on_cuda_stay_close_to_bf16():
+    """FP8 tensor-core path (torch._scaled_mm with rowwise scales, bf16 out): needs compute
+    capability 8.9+ (Ada/Hopper)."""
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("FP8 matmuls need compute capability 8.9 or newer")
+    from model.dit import DiTConfig, VideoDiT
+    from model.fp8 import enable_fp8, fp8_matmuls
+
+    torch.manual_seed(0)
+    cfg = DiTConfig(patch_size=(1, 2, 2), in_channels=16, out_channels=16, dim=256, ffn_dim=512, num_heads=4,
+                    num_layers=2, text_dim=64)
+    model = perturb_zero_init(VideoDiT(cfg).eval()).to("cuda", torch.bfloat16)
+    g = torch.Generator("cuda").manual_seed(0)
+    x = torch.randn(2, 16, 5, 12, 20, generator=g, device="cuda", dtype=torch.bfloat16)
+    t = torch.tensor([900.0, 100.0], device="cuda")
+    ctx = torch.randn(2, 32, 64, generator=g, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = model(x, t, ctx).float()
+        assert enable_fp8(model) == 2 * 10
+        with fp8_matmuls():
+            fast = model(x, t, ctx).float()
+        assert torch.equal(model(x, t, ctx).float(), ref)
+    err = ((fast - ref).norm() / ref.norm()).item()
+    assert 0 < err < 0.2, err
