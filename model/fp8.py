@@ -10,8 +10,9 @@ weights' FP8 copies are made at first use on each device and kept beside the mod
 
 The FP8 path runs only inside `fp8_matmuls()`; outside it the layers run `F.linear` as before,
 so exact-mode requests in the same process are untouched. The switch is a module global rather
-than a ContextVar so that torch.compile can guard on it (one graph per value); the pipeline is
-never called from two threads at once in a worker process.
+than a ContextVar because torch.compile guards on globals (one graph per value) where a ContextVar
+may break the graph; FP8 together with compiled blocks has not been tried yet. A worker process
+never calls its pipeline from two threads at once, so one process-wide switch is enough.
 
 Numbers: e4m3 keeps 3 mantissa bits, so one random-Gaussian matmul is off by ~3.6 % (relative L2)
 against float32; what that costs in prompt adherence is measured on the tiny model in
