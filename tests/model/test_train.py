@@ -98,8 +98,9 @@ def test_abs_pos_continues_trained_weights_and_is_exported(tmp_path):
     assert pipe(prompt="a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, seed=0).shape == (5, 32, 32, 3)
 
 def test_binding_targets_name_each_word_s_own_object():
-    """Every colour and shape word of a varied caption is paired with the object it names (the
-    k-th of each goes with the k-th object, whatever the template, synonyms or style padding)."""
+    """Every colour, shape and motion key word of a varied caption is paired with the object it
+    names (the k-th of each kind goes with the k-th object, whatever the template, synonyms or
+    style padding)."""
     from model.data.captions import COLOUR_WORDS, MOTION_KEY_WORDS, SHAPE_WORDS, random_caption
     from model.data.shapes import COLOURS, MOTIONS, SHAPES, ObjectSpec, sample_scene
     from model.text_encoder import word_tokenizer
@@ -116,9 +117,9 @@ def test_binding_targets_name_each_word_s_own_object():
         assert (word in COLOUR_WORDS[COLOURS[colour]] or word in SHAPE_WORDS[SHAPES[shape]]
                 or word in MOTION_KEY_WORDS[MOTIONS[motion]]), (captions[b], word)
         assert scenes[b].objects[k] == ObjectSpec(SHAPES[shape], COLOURS[colour], MOTIONS[motion])
-    two = [sample_scene(np.random.default_rng(s), "train", 2) for s in range(3)]
-    empty = tok(["", "a red circle"], padding="max_length", max_length=32, return_tensors="pt")["input_ids"]
-    assert len(binding_targets(tok, empty, two[:2])) == 0  # dropped caption; words that miss the scene's count
+    pairs = [sample_scene(np.random.default_rng(s), "train", 2) for s in range(2)]
+    short = tok(["", "a red circle"], padding="max_length", max_length=32, return_tensors="pt")["input_ids"]
+    assert len(binding_targets(tok, short, pairs)) == 0  # dropped caption; words that miss the scene's count
 
 
 def test_binding_loss_falls_only_when_states_carry_the_object():
