@@ -5,14 +5,15 @@ cross, and the MLP) a second path: the input is quantised per row (token) and th
 output channel to float8_e4m3fn, multiplied by `torch._scaled_mm` (FP8 tensor cores on Hopper
 GPUs, a reference kernel on the CPU) with both scales applied to the output, and the bias added
 in the output dtype. The embedders, the adaLN projection and the final layer stay exact. The
-weights' FP8 copies are made at first use on each device and kept beside the model's own weights
-(half their bytes again in bf16); the state dict does not change.
+weights' FP8 copies are made once and kept beside the model's own weights as non-persistent
+buffers (half their bytes again in bf16): the state dict does not change, and they move with
+`.to(device)` (a `.to(dtype)` casts them, so they are made again at the next use).
 
 The FP8 path runs only inside `fp8_matmuls()`; outside it the layers run `F.linear` as before,
 so exact-mode requests in the same process are untouched. The switch is a module global rather
 than a ContextVar because torch.compile guards on globals (one graph per value) where a ContextVar
-may break the graph; FP8 together with compiled blocks has not been tried yet. A worker process
-never calls its pipeline from two threads at once, so one process-wide switch is enough.
+may break the graph. A worker process never calls its pipeline from two threads at once, so one
+process-wide switch is enough.
 
 Numbers: e4m3 keeps 3 mantissa bits, so one random-Gaussian matmul is off by ~3.6 % (relative L2)
 against float32; what that costs in prompt adherence is measured on the tiny model in
@@ -49,16 +50,21 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
 
 
+def _quantized_weight(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float8 weight (out, in), float32 scale (1, out)): the copy `enable_fp8` stored, made again
+    if a later `.to(dtype)` cast it, or made on the fly for a layer that was never prepared."""
+    w8, scale = getattr(linear, "fp8_weight", None), getattr(linear, "fp8_scale", None)
+    if w8 is None or w8.dtype != torch.float8_e4m3fn or w8.device != linear.weight.device:
+        w8, scale = quantize_rows(linear.weight.detach())
+        scale = scale.t().contiguous()
+        if hasattr(linear, "fp8_weight"):
+            linear.fp8_weight, linear.fp8_scale = w8, scale
+    return w8, scale.float()
+
+
 def fp8_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`linear(x)` computed with FP8 operands: x (..., in) -> (..., out) in x's dtype."""
-    w = linear.weight
-    key = (w.device, w.dtype, w.data_ptr(), w._version)
-    cached = linear.__dict__.get("_fp8_weight")
-    if cached is None or cached[0] != key:
-        w8, w_scale = quantize_rows(w.detach())               # (out, in), (out, 1)
-        cached = (key, w8, w_scale.t().contiguous())          # scale as (1, out)
-        linear.__dict__["_fp8_weight"] = cached
-    _, w8, w_scale = cached
+    w8, w_scale = _quantized_weight(linear)                    # (out, in), (1, out)
     rows = x.reshape(-1, x.shape[-1])                          # (M, in)
     x8, x_scale = quantize_rows(rows)                          # (M, in), (M, 1)
     out = torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale, out_dtype=x.dtype)  # (M, out)
@@ -82,6 +88,9 @@ def enable_fp8(dit: nn.Module) -> int:
             raise ValueError(f"FP8 needs linear sizes in multiples of 16, got {module.in_features} -> {module.out_features}")
     for module in linears:
         if "_fp8_forward" not in module.__dict__:
+            w8, scale = quantize_rows(module.weight.detach())
+            module.register_buffer("fp8_weight", w8, persistent=False)  # not in the state dict
+            module.register_buffer("fp8_scale", scale.t().contiguous(), persistent=False)
             module.__dict__["_fp8_forward"] = True
             module.forward = _forward.__get__(module)  # bound to this layer only
     return len(linears)

@@ -90,3 +90,24 @@ def test_pipeline_fast_fp8_reports_it_and_leaves_exact_requests_alone(tiny_pipel
     assert tiny_pipeline.last_stats["fp8"] is True and fast.shape == exact.shape == (5, 32, 32, 3)
     assert (tiny_pipeline("a red circle", **kwargs) == exact).all()  # exact requests unchanged
     assert tiny_pipeline.last_stats["fp8"] is False
+
+
+def test_fp8_works_inside_compiled_blocks():
+    """A worker may set both SPACETIME_COMPILE_MODEL and SPACETIME_FAST_FP8: the compiled blocks
+    trace the FP8 path (one graph per switch value) and give what the eager FP8 path gives, within
+    the rounding of a different kernel."""
+    model = tiny_dit()
+    x = torch.randn(1, 4, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    t, ctx = torch.tensor([500.0]), torch.randn(1, 5, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x, t, ctx)
+        enable_fp8(model)
+        with fp8_matmuls():
+            eager8 = model(x, t, ctx)
+        for block in model.blocks:
+            block.compile()
+        with fp8_matmuls():
+            compiled8 = model(x, t, ctx)
+        compiled = model(x, t, ctx)
+    torch.testing.assert_close(compiled, ref, rtol=1e-4, atol=1e-5)
+    assert rel(compiled8, eager8) < 0.05 and 0 < rel(compiled8, ref) < 0.2
