@@ -50,16 +50,21 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
 
 
+def _weight_copy(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float8 weight (out, in), float32 scale (1, out)) of `linear`, quantised per output channel."""
+    w8, scale = quantize_rows(linear.weight.detach())
+    return w8, scale.t().contiguous()
+
+
 def _quantized_weight(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float8 weight (out, in), float32 scale (1, out)): the copy `enable_fp8` stored, made again
-    if a later `.to(dtype)` cast it, or made on the fly for a layer that was never prepared."""
+    """`_weight_copy(linear)`: the one `enable_fp8` stored, made again if a later `.to(dtype)` cast
+    it, or made on the fly for a layer that was never prepared."""
     w8, scale = getattr(linear, "fp8_weight", None), getattr(linear, "fp8_scale", None)
     if w8 is None or w8.dtype != torch.float8_e4m3fn or w8.device != linear.weight.device:
-        w8, scale = quantize_rows(linear.weight.detach())
-        scale = scale.t().contiguous()
+        w8, scale = _weight_copy(linear)
         if hasattr(linear, "fp8_weight"):
             linear.fp8_weight, linear.fp8_scale = w8, scale
-    return w8, scale.float()
+    return w8, scale
 
 
 def fp8_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -88,9 +93,9 @@ def enable_fp8(dit: nn.Module) -> int:
             raise ValueError(f"FP8 needs linear sizes in multiples of 16, got {module.in_features} -> {module.out_features}")
     for module in linears:
         if "_fp8_forward" not in module.__dict__:
-            w8, scale = quantize_rows(module.weight.detach())
+            w8, scale = _weight_copy(module)
             module.register_buffer("fp8_weight", w8, persistent=False)  # not in the state dict
-            module.register_buffer("fp8_scale", scale.t().contiguous(), persistent=False)
+            module.register_buffer("fp8_scale", scale, persistent=False)
             module.__dict__["_fp8_forward"] = True
             module.forward = _forward.__get__(module)  # bound to this layer only
     return len(linears)

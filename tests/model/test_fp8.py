@@ -70,8 +70,8 @@ def test_fast_mode_runs_fp8_only_when_asked():
     run = lambda fast, stats: sample_latents(model, (1, 4, 3, 4, 6), cond, uncond, 6, 5.0,
                                              torch.Generator().manual_seed(0), fast=fast, stats=stats)
     no_cache = FastSampling(cache_threshold=0.0)
-    plain, plain_stats = run(no_cache, {}), {}
-    run(no_cache, plain_stats)
+    plain_stats: dict = {}
+    plain = run(no_cache, plain_stats)
     fp8_stats: dict = {}
     fp8 = run(dataclasses.replace(no_cache, fp8=True), fp8_stats)
     assert plain_stats["fp8"] is False and fp8_stats["fp8"] is True
