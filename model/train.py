@@ -19,6 +19,7 @@ that `load_pipeline` opens.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -355,6 +356,15 @@ class Denoiser(nn.Module):
         self.binding = nn.Linear(text_encoder.dim, outputs) if binding else None
 
 
+@functools.lru_cache(maxsize=4)
+def _binding_word_ids(tokenizer) -> tuple[frozenset[int], ...]:
+    """Token ids of every colour word, shape word and motion key word (once per tokenizer, not per step)."""
+    from model.data.captions import COLOUR_WORDS, MOTION_KEY_WORDS, SHAPE_WORDS
+
+    return tuple(frozenset(tokenizer.convert_tokens_to_ids(w) for ws in words.values() for w in ws)
+                 for words in (COLOUR_WORDS, SHAPE_WORDS, MOTION_KEY_WORDS))
+
+
 def binding_targets(tokenizer, ids: torch.Tensor, scenes: list) -> torch.Tensor:
     """-> (N, 7) long rows (caption, token position, object index, objects in the scene, colour,
     shape, motion): every colour word, shape word and motion key word ("left" of "moves to the
@@ -364,10 +374,7 @@ def binding_targets(tokenizer, ids: torch.Tensor, scenes: list) -> torch.Tensor:
     order); captions whose word counts do not match the scene (dropped captions, style-padded
     ones that lost a word to truncation) give no rows.
     """
-    from model.data.captions import COLOUR_WORDS, MOTION_KEY_WORDS, SHAPE_WORDS
-
-    kinds = [{tokenizer.convert_tokens_to_ids(w) for ws in words.values() for w in ws}
-             for words in (COLOUR_WORDS, SHAPE_WORDS, MOTION_KEY_WORDS)]
+    kinds = _binding_word_ids(tokenizer)
     rows = []
     for b, (row, scene) in enumerate(zip(ids.tolist(), scenes)):
         n = len(scene.objects)
