@@ -15,7 +15,8 @@ rest in bf16 (float32 on the CPU).
 Rows: diffusers eager (the anchor), diffusers with its transformer blocks compiled, ours exact eager,
 ours exact compiled (regional), the same with the guided pair as two batch-1 forwards per step
 (`split_guidance`, as diffusers runs it) instead of one batch-2 forward, ours fast compiled
-(`mode="fast"`: step cache + guidance window).
+(`mode="fast"`: step cache + guidance window), and ours fast compiled with FP8 linears (`fp8=True`,
+model/fp8.py; its blocks are compiled again for the FP8 path).
 Each is timed as one whole call (text encode, 50 guided steps, VAE decode) after a 2-step warm-up
 call, with the peak memory allocated during the call. PSNR compares frames with ours exact eager
 (same seed); with random weights it says whether two runs draw the same video, not how good it is.
@@ -24,6 +25,7 @@ call, with the peak memory allocated during the call. PSNR compares frames with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import platform
@@ -166,14 +168,19 @@ def main() -> int:
         def split_guidance(on: bool):
             return lambda: setattr(ours, "split_guidance", on)
 
+        def fp8() -> None:
+            ours.fast_sampling = dataclasses.replace(ours.fast_sampling, fp8=True)
+
         variants = [("ours exact, eager", "exact", None)]
         if compile_rows:
             variants += [("ours exact, compiled", "exact", ours.compile_transformer),
                          ("ours exact, compiled, pair as 2 calls", "exact", split_guidance(True)),
-                         ("ours fast, compiled", "fast", split_guidance(False))]
+                         ("ours fast, compiled", "fast", split_guidance(False)),
+                         ("ours fast + FP8, compiled", "fast", fp8)]
         else:
             variants += [("ours exact, eager, pair as 2 calls", "exact", split_guidance(True)),
-                         ("ours fast, eager", "fast", split_guidance(False))]
+                         ("ours fast, eager", "fast", split_guidance(False)),
+                         ("ours fast + FP8, eager", "fast", fp8)]
         for name, mode, prepare in variants:
             if prepare is not None:
                 prepare()
