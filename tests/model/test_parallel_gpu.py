@@ -2,7 +2,7 @@
 
 Skipped unless torch.cuda.device_count() >= 2. Every rank computes the one-GPU reference on its
 own device (same seeded weights) and compares it with the parallel result. Passed on 2 NVIDIA
-H200 (NVLink, torch 2.11, 2026-11-28); the same code is proven exactly on the CPU by
+H200 and on 4 (NVLink, torch 2.11, 2026-11-28); the same code is proven exactly on the CPU by
 tests/model/test_parallel.py.
 """
 
