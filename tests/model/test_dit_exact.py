@@ -3,7 +3,8 @@ outputs were recorded from the model at commit ffa9329, for the shipped tiny wei
 random config with 3 heads (an unequal t/h/w RoPE split). When the shipped weights changed
 (2026-11-28) the tiny output was re-recorded, after checking that the model code of that day still
 gave the old weights' recorded output exactly (relative error 0.0); the same again for the
-session-3 weights (layout rule, VAE at 30 dB) and the session-4 weights (absolute position table)."""
+session-3 weights (layout rule, VAE at 30 dB), the session-4 weights (absolute position table) and
+the session-6 weights (slot binding; the old record still matched exactly before it was replaced)."""
 
 from __future__ import annotations
 
