@@ -25,27 +25,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bench.gpu_dit import time_cuda  # noqa: E402
 from model.fp8 import E4M3_MAX, fp8_linear, quantize_rows  # noqa: E402
 from model.presets import get_preset  # noqa: E402
 
 
 def timed(fn, device: str, iters: int, warmup: int) -> float:
-    """Median milliseconds of fn() over iters calls after warmup calls."""
+    """Median milliseconds of fn() over iters calls after warmup calls (CUDA events on the GPU)."""
+    if device == "cuda":
+        return time_cuda(fn, iters, warmup)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(iters):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
 
