@@ -87,6 +87,7 @@ class TrainConfig:
     text_abs_pos_init: float = 0.0   # its start: 0 zeros (outputs unchanged), > 0 sinusoids at this x the embeddings' RMS
     bind_loss: float = 0.0           # shapes world: weight of the auxiliary word-binding loss (0: off)
     bind_target: str = "object"      # what each colour/shape/motion word must carry: "object" (its attributes) or "slot"
+    bucket_draw: str = "cached"      # shapes world: a DiT batch's bucket drawn by its cached clips ("cached") or evenly ("uniform")
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
 
@@ -438,7 +439,8 @@ def _latent_source(cfg: TrainConfig, vae: nn.Module, device: torch.device, rng: 
     log(f"[dit] latent cache: {len(cache)} clips in {time.perf_counter() - started:.0f} s")
 
     def from_cache() -> tuple[torch.Tensor, list[str], list]:
-        batch = cache.sample(cfg.dit_voxels, rng, max_batch=cfg.dit_max_batch, caption_noise=cfg.caption_noise)
+        batch = cache.sample(cfg.dit_voxels, rng, max_batch=cfg.dit_max_batch, caption_noise=cfg.caption_noise,
+                             uniform=cfg.bucket_draw == "uniform")
         return batch.video, batch.captions, batch.scenes
     return from_cache
 
@@ -607,6 +609,8 @@ HELP = {
                  "to carry what --bind-target names (0 = off; the head is not exported)",
     "bind_target": "object: each word carries its object's colour, shape and motion (binds, but a held-out "
                    "colour-shape pair then reads as a new code); slot: each word carries which object it names",
+    "bucket_draw": "shapes world: cached = each DiT batch's bucket drawn in proportion to its cached clips (a "
+                   "time-limited cache holds ~3.7x more 9-frame than 33-frame clips); uniform = every bucket alike",
 }
 
 
@@ -635,6 +639,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for name in ("pair_share", "caption_noise", "caption_dropout"):
         if not 0.0 <= values[name] <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {values[name]}")
+    if values["bucket_draw"] not in ("cached", "uniform"):
+        raise ValueError(f"--bucket-draw must be 'cached' or 'uniform', got {values['bucket_draw']!r}")
     if values["sizes"] is None:
         values["sizes"] = SIZES
     else:

@@ -52,12 +52,16 @@ class LatentCache:
             self.latents[bucket] = [torch.cat(self.latents[bucket])]
 
     def sample(self, voxels_per_batch: int, rng: np.random.Generator, max_batch: int = 256,
-               caption_noise: float = 0.0) -> Batch:
-        """A batch from one bucket (chosen by how many clips it holds) with fresh captions;
-        `Batch.video` holds latents here, not pixels."""
+               caption_noise: float = 0.0, uniform: bool = False) -> Batch:
+        """A batch from one bucket with fresh captions; `Batch.video` holds latents here, not pixels.
+
+        The bucket is drawn in proportion to the clips it holds, or evenly with `uniform`. A fill cut
+        short by time holds more short clips than long ones (each call encodes equal voxels), so the
+        proportional draw trains short clips more often."""
         buckets = sorted(self.scenes, key=lambda b: (b.num_frames, b.height, b.width))
         counts = np.array([len(self.scenes[b]) for b in buckets], dtype=np.float64)
-        bucket = buckets[rng.choice(len(buckets), p=counts / counts.sum())]
+        weights = np.ones_like(counts) if uniform else counts
+        bucket = buckets[rng.choice(len(buckets), p=weights / weights.sum())]
         n = min(batch_size_for(bucket, voxels_per_batch, max_batch), len(self.scenes[bucket]))
         idx = rng.choice(len(self.scenes[bucket]), size=n, replace=False)
         latents = self.latents[bucket][0][torch.as_tensor(idx, device=self.latents[bucket][0].device)]

@@ -245,6 +245,35 @@ def test_latent_cache_redraws_captions_per_use():
     assert len(captions) > len(cache)  # the same clips come back with different words
 
 
+def test_latent_cache_draws_buckets_by_clips_or_evenly():
+    """A time-limited fill holds more short clips than long ones; `uniform` draws every bucket alike."""
+    cache = LatentCache()
+    short, long = Bucket(5, 32, 32), Bucket(17, 32, 32)
+    encode = lambda v: torch.nn.functional.avg_pool3d(v, (1, 8, 8))  # noqa: E731
+    # time_s=0: one round-robin pass, as when the time runs out long before clips_per_bucket
+    cache.fill(encode, [short, long], clips_per_bucket=1000, time_s=0, voxels_per_call=4 * 17 * 32 * 32, seed=0, device="cpu")
+    assert (len(cache.scenes[short]), len(cache.scenes[long])) == (13, 4)  # clips per call: equal voxels
+    voxels = 17 * 32 * 32  # one long clip or three short ones per batch
+
+    def share_short(uniform: bool) -> float:
+        rng = np.random.default_rng(0)
+        frames = [cache.sample(voxels, rng, uniform=uniform).video.shape[2] for _ in range(400)]
+        return sum(f == 5 for f in frames) / len(frames)
+
+    expected = len(cache.scenes[short]) / len(cache)
+    assert abs(share_short(False) - expected) < 0.07
+    assert abs(share_short(True) - 0.5) < 0.07
+
+
+def test_bucket_draw_option_is_checked():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args([])).bucket_draw == "cached"
+    assert config_from_args(parser.parse_args(["--bucket-draw", "uniform"])).bucket_draw == "uniform"
+    with pytest.raises(ValueError, match="--bucket-draw must be"):
+        config_from_args(parser.parse_args(["--bucket-draw", "long"]))
+
+
 def test_trains_on_a_video_folder(tmp_path):
     import av
 
