@@ -85,7 +85,7 @@ BUILTIN_MODELS: dict[str, ServedModel] = {
         default_size="128x128",
         default_seconds="2",
         default_steps=20,
-        default_guidance=5.0,
+        default_guidance=3.0,  # as the model folder's own default (model/weights/spacetime-tiny)
         description="The embedded default: a small spacetime-patch DiT that runs on the CPU.",
     ),
 }

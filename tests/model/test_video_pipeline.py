@@ -59,9 +59,23 @@ def test_tiny_preset_without_weights_says_so(monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match="random weights: output will not follow the prompt"):
         pipe = load_pipeline("spacetime-tiny")
     assert pipe.is_random_weights
-    assert (pipe.num_inference_steps, pipe.guidance_scale) == (20, 5.0)
+    assert (pipe.num_inference_steps, pipe.guidance_scale) == (20, 3.0)
     frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=1, seed=0)
     assert frames.shape == (5, 32, 32, 3)
+
+
+def test_tiny_defaults_agree_in_the_preset_the_weights_folder_and_the_gateway_catalogue():
+    """The gateway fills in steps and guidance from its catalogue; the worker's pipeline from its folder."""
+    import json
+
+    from service.catalog import BUILTIN_MODELS
+
+    preset = PRESETS["spacetime-tiny"]
+    folder = json.loads((preset.weights_dir / "model_index.json").read_text())["defaults"]
+    served = BUILTIN_MODELS["spacetime-tiny"]
+    d = preset.defaults
+    assert (folder["num_inference_steps"], folder["guidance_scale"], folder["fps"]) == \
+        (d.num_inference_steps, d.guidance_scale, d.fps) == (served.default_steps, served.default_guidance, served.fps)
 
 
 def test_tiny_preset_fits_the_size_budget(tmp_path):

@@ -114,7 +114,7 @@ def test_models_lists_sizes_durations_and_defaults(gateway: Stack) -> None:
         models = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
         tiny = models["spacetime-tiny"]
         assert tiny["sizes"] == ["128x128", "160x96", "96x160"] and tiny["seconds"] == ["1", "2", "3", "4"]
-        assert (tiny["fps"], tiny["default_steps"], tiny["default_guidance"]) == (8, 20, 5.0)
+        assert (tiny["fps"], tiny["default_steps"], tiny["default_guidance"]) == (8, 20, 3.0)
         assert "spacetime-tiny-b" in models  # from SPACETIME_MODELS_FILE
         assert c.get("/v1/models/spacetime-tiny").json()["id"] == "spacetime-tiny"
         assert error_of(c.get("/v1/models/nope"), 404)["code"] == "model_not_found"
