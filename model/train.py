@@ -91,6 +91,13 @@ class TrainConfig:
     grad_clip: float = 1.0
     sizes: tuple[tuple[int, int], ...] = SIZES
 
+    def __post_init__(self) -> None:
+        """The options that take one of a few names, checked however the config is made (CLI or code)."""
+        for name, allowed in (("bind_target", ("object", "slot")), ("bucket_draw", ("cached", "uniform"))):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"--{name.replace('_', '-')} must be {' or '.join(map(repr, allowed))}, got {value!r}")
+
     def budget(self, stage: str) -> tuple[int, float]:
         steps, secs = (self.vae_steps, self.vae_time_s) if stage == "vae" else (self.dit_steps, self.dit_time_s)
         if steps <= 0 and secs <= 0:
@@ -458,8 +465,6 @@ def train_dit(cfg: TrainConfig, pipe, device: torch.device, log: Callable[[str],
         pipe.text_encoder.enable_abs_pos(cfg.text_abs_pos_init)
     if cfg.bind_loss > 0 and cfg.data != "shapes":
         raise ValueError("--bind-loss needs the shapes world's scene labels (--data shapes)")
-    if cfg.bind_target not in ("object", "slot"):
-        raise ValueError(f"--bind-target must be 'object' or 'slot', got {cfg.bind_target!r}")
     net = Denoiser(pipe.transformer, pipe.text_encoder, binding=cfg.bind_target if cfg.bind_loss > 0 else None).to(device=device, dtype=torch.float32).train()
     decay, no_decay = [], []
     for name, p in net.named_parameters():
@@ -639,8 +644,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for name in ("pair_share", "caption_noise", "caption_dropout"):
         if not 0.0 <= values[name] <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {values[name]}")
-    if values["bucket_draw"] not in ("cached", "uniform"):
-        raise ValueError(f"--bucket-draw must be 'cached' or 'uniform', got {values['bucket_draw']!r}")
     if values["sizes"] is None:
         values["sizes"] = SIZES
     else:
