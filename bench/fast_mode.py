@@ -13,6 +13,7 @@ also scored by the shapes evaluator: "all right" per split, and the drop against
     .venv/bin/python bench/fast_mode.py --grid       # also a small threshold x window sweep
     .venv/bin/python bench/fast_mode.py --adherence --threads 2   # + the evaluator's scores (~15 min)
     .venv/bin/python bench/fast_mode.py --adherence --default-only --fp8 --threads 2   # FP8's cost
+    .venv/bin/python bench/fast_mode.py --adherence --default-only --forecast --threads 2   # forecast steps
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,6 +54,8 @@ def main() -> int:
                         help="with --adherence: exact and the default fast setting only")
     parser.add_argument("--fp8", action="store_true",
                         help="add the default fast setting with FP8 matmuls, and FP8 alone (no cache, guidance on every step)")
+    parser.add_argument("--forecast", action="store_true",
+                        help="add forecast-step settings, and exact mode at fewer steps for the same work")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -65,6 +69,7 @@ def main() -> int:
         cases = build_prompt_set(num_seen=args.prompts - args.prompts // 4, num_heldout=0, num_pairs=args.prompts // 4)
 
     settings: list[tuple[str, FastSampling | None]] = [("exact", None), ("fast (default)", FastSampling())]
+    steps_of: dict[str, int] = {}  # settings that run another step count than --steps
     if args.grid:
         for threshold in (0.04, 0.08, 0.15):
             for window in ((0.0, 1.0), (0.0, 0.6), (0.0, 0.4)):
@@ -76,6 +81,14 @@ def main() -> int:
         settings.append(("fast (default) + FP8", FastSampling(fp8=True)))
         settings.append(("FP8 only (no cache, guidance everywhere)",
                          FastSampling(cache_threshold=0.0, guidance_window=(0.0, 1.0), fp8=True)))
+    if args.forecast:
+        base = FastSampling()
+        for every, start, order in ((2, 0.2, 1), (3, 0.2, 1), (2, 0.2, 0), (3, 0.3, 1), (4, 0.2, 1)):
+            settings.append((f"forecast every {every} from {start}, order {order}",
+                             replace(base, forecast_every=every, forecast_start=start, forecast_order=order)))
+        for steps in (args.steps // 2, args.steps // 3):
+            settings.append((f"exact, {steps} steps", None))
+            steps_of[settings[-1][0]] = steps
     if args.adherence and not args.default_only:
         for threshold, window in ((0.15, (0.0, 0.6)), (0.15, (0.0, 1.0)), (0.08, (0.0, 1.0)), (0.04, (0.0, 1.0)),
                                   (0.0, (0.0, 0.6))):
@@ -94,28 +107,31 @@ def main() -> int:
             t0 = time.perf_counter()
             shape = (case.num_frames, case.height, case.width) if args.adherence else (FRAMES, HEIGHT, WIDTH)
             frames = pipe(case.prompt, num_frames=shape[0], height=shape[1], width=shape[2],
-                          num_inference_steps=args.steps, seed=case.seed, mode="exact" if fast is None else "fast")
+                          num_inference_steps=steps_of.get(name, args.steps), seed=case.seed,
+                          mode="exact" if fast is None else "fast")
             times.append(time.perf_counter() - t0)
             stats = pipe.last_stats
             work.append(rows_run[0] / shape[0])  # per frame: clips differ in length with --adherence
             scores.append(score_case(case, frames))
             cached.append(stats["cached_forwards"] / stats["forwards"])
-            if fast is None:
+            if name == "exact":
                 exact_frames[i] = frames
             else:
                 psnrs.append(psnr(frames, exact_frames[i]))
         results.append((name, statistics.median(times), statistics.mean(work), statistics.mean(cached),
-                        stats["guided_steps"], psnrs, summarise(scores)))
+                        f"{stats['guided_steps']}/{stats['steps']}", stats.get("forecast_steps", 0), psnrs,
+                        summarise(scores)))
 
     print(f"# spacetime-tiny | {FRAMES} frames {HEIGHT}x{WIDTH} | {args.steps} steps | guidance "
           f"{pipe.guidance_scale} | {len(cases)} prompts | {args.threads} thread(s) | torch {torch.__version__}")
     base_time, base_work = results[0][1], results[0][2]
-    splits = [s for s in ("seen", "heldout", "pairs") if s in results[0][6]]
-    base_all = [results[0][6][s]["all_right"] for s in splits]
+    splits = [s for s in ("seen", "heldout", "pairs") if s in results[0][-1]]
+    base_all = [results[0][-1][s]["all_right"] for s in splits]
     print("| setting | s / clip (median) | speedup (wall) | transformer work | speedup (work) | cached forwards "
-          "| guided steps | PSNR vs exact dB (mean / worst) | all right " + " / ".join(splits) + " | drop, points |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, t, w, c, g, p, summary in results:
+          "| guided steps | forecast steps | PSNR vs exact dB (mean / worst) | all right " + " / ".join(splits)
+          + " | drop, points |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, t, w, c, g, f, p, summary in results:
         finite = [v for v in p if np.isfinite(v)]  # identical frames give inf
         quality = (f"{statistics.mean(finite):.1f} / {min(finite):.1f}" if finite else "identical") if p else "-"
         if finite and len(finite) < len(p):
@@ -123,7 +139,7 @@ def main() -> int:
         right = [summary[s]["all_right"] for s in splits]
         drop = 100 * float(np.mean(base_all) - np.mean(right))
         print(f"| {name} | {t:.2f} | {base_time / t:.2f}x | {w / base_work:.0%} | {base_work / w:.2f}x | {c:.0%} "
-              f"| {g}/{args.steps} | {quality} | {' / '.join(f'{r:.1%}' for r in right)} | {drop:+.1f} |")
+              f"| {g} | {f} | {quality} | {' / '.join(f'{r:.1%}' for r in right)} | {drop:+.1f} |")
     return 0
 
 

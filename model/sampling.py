@@ -150,9 +150,10 @@ def sample_latents(
     `callback(step, total)` runs after every step (step counts from 1); returning False raises
     GenerationCancelled. The noise comes from `generator`, so a seed fixes the result; a list of
     B generators draws each sample's noise from its own (per-sample seeds in a batch).
-    `fast` (None = exact) turns on the step cache and the guidance window (model/step_cache.py),
+    `fast` (None = exact) turns on the step cache, forecast steps and the guidance window (model/step_cache.py),
     and with `fast.fp8` FP8 matmuls in the DiT blocks (model/fp8.py);
-    `stats`, if given, receives forwards / cached_forwards / guided_steps / steps of this run.
+    `stats`, if given, receives steps / guided_steps / forwards (steps that ran the model) /
+    cached_forwards (of those, the ones that reused the deep blocks) / forecast_steps (no block run).
     `split_guidance`: exact mode only (the step cache keeps the guided pair as one batch), run the
     conditional and unconditional passes as two forwards (same result within float tolerance).
     """
@@ -167,7 +168,7 @@ def sample_latents(
         x = torch.cat([torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch.float32)
                        for g in generator]).to(device)  # (B, C, T, H, W)
     timesteps = solver.timesteps
-    net = model if fast is None else FirstBlockCache(model, fast.cache_threshold, fast.max_skips)
+    net = model if fast is None else FirstBlockCache(model, fast.cache_threshold, fast.max_skips, fast.forecast_order)
     use_fp8 = fast is not None and fast.fp8
     if use_fp8:
         enable_fp8(model)  # idempotent; the layers take the FP8 path only inside fp8_matmuls()
@@ -176,6 +177,8 @@ def sample_latents(
         for i, t in enumerate(timesteps):
             guided = uncond is not None and guidance_scale != 1.0 and (fast is None or fast.guided(i, len(timesteps)))
             guided_steps += guided
+            if fast is not None:
+                net.forecast_next = not fast.runs_model(i, len(timesteps))
             v = guided_velocity(net, x, t.reshape(1).float().to(device), cond, uncond if guided else None,
                                 guidance_scale, split=split_guidance and fast is None)
             x = solver.step(v, t, x, return_dict=False)[0]  # (B, C, T, H, W)
@@ -184,5 +187,6 @@ def sample_latents(
     if stats is not None:
         forwards = net.steps if fast is not None else len(timesteps)
         stats.update(steps=len(timesteps), guided_steps=guided_steps, forwards=forwards,
-                     cached_forwards=net.skipped if fast is not None else 0, fp8=use_fp8)
+                     cached_forwards=net.skipped if fast is not None else 0,
+                     forecast_steps=net.forecast if fast is not None else 0, fp8=use_fp8)
     return x

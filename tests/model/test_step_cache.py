@@ -93,7 +93,7 @@ def test_sampler_fast_mode_counts_and_equals_exact_with_everything_off():
         model, shape, _text(seed=1), _text(seed=2), steps, 4.0, torch.Generator().manual_seed(0), fast=fast, stats=stats)
     exact_stats: dict = {}
     exact = run(None, exact_stats)
-    assert exact_stats == dict(steps=10, guided_steps=10, forwards=10, cached_forwards=0, fp8=False)
+    assert exact_stats == dict(steps=10, guided_steps=10, forwards=10, cached_forwards=0, forecast_steps=0, fp8=False)
     off = FastSampling(cache_threshold=0.0, guidance_window=(0.0, 1.0))
     assert torch.equal(run(off), exact)
     stats: dict = {}
@@ -101,6 +101,59 @@ def test_sampler_fast_mode_counts_and_equals_exact_with_everything_off():
     assert stats["guided_steps"] == 5 and stats["forwards"] == 10
     assert stats["cached_forwards"] == 5  # every other step with max_skips=1
     assert not torch.equal(fast, exact)
+
+
+def test_forecast_schedule_runs_the_model_on_the_warm_up_then_one_step_in_n():
+    fast = FastSampling(forecast_every=3, forecast_start=0.2)
+    assert [i for i in range(20) if fast.runs_model(i, 20)] == [0, 1, 2, 3, 4, 7, 10, 13, 16, 19]
+    assert [i for i in range(50) if fast.runs_model(i, 50)][:12] == [*range(10), 10, 13]
+    assert all(FastSampling().runs_model(i, 20) for i in range(20))  # forecast_every=1: every step runs
+    assert all(FastSampling(forecast_every=4, forecast_start=1.0).runs_model(i, 7) for i in range(7))
+    for bad in (dict(forecast_every=0), dict(forecast_start=1.5), dict(forecast_start=-0.1), dict(forecast_order=2)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FastSampling(**bad)
+
+
+def test_a_forecast_extrapolates_the_last_two_outputs_in_the_timestep_and_runs_no_block():
+    model = tiny_dit()
+    x, _, ctx, mask = _inputs(2)
+    ran = [0]
+    for block in model.blocks:
+        block.register_forward_hook(lambda *_: ran.__setitem__(0, ran[0] + 1))
+    with torch.no_grad():
+        o900 = model(x, torch.tensor([900.0]), ctx, mask)
+        o800 = model(x, torch.tensor([800.0]), ctx, mask)
+        for order, expected in ((1, o800 + (o800 - o900) * 0.5), (0, o800)):
+            cache = FirstBlockCache(model, threshold=0.0, max_skips=0, forecast_order=order)
+            cache.forecast_next = True  # nothing to forecast from yet: the model runs
+            torch.testing.assert_close(cache(x, torch.tensor([900.0]), ctx, mask), o900)
+            cache(x, torch.tensor([800.0]), ctx, mask)
+            ran[0] = 0
+            cache.forecast_next = True
+            out = cache(x, torch.tensor([750.0]), ctx, mask)
+            assert ran[0] == 0 and (cache.steps, cache.forecast) == (2, 1) and not cache.forecast_next
+            torch.testing.assert_close(out, expected)
+            cache.forecast_next = True  # a guided (2-row) history serves a conditional-only (1-row) step
+            torch.testing.assert_close(cache(x[:1], torch.tensor([750.0]), ctx[:1], mask[:1]), expected[:1])
+            one_row = FirstBlockCache(model, threshold=0.0, max_skips=0)
+            one_row(x[:1], torch.tensor([900.0]), ctx[:1], mask[:1])
+            one_row.forecast_next = True  # a 1-row history cannot serve a 2-row call: it runs
+            torch.testing.assert_close(one_row(x, torch.tensor([800.0]), ctx, mask), o800)
+            assert one_row.forecast == 0
+
+
+def test_sampler_forecast_steps_are_counted_and_change_the_result():
+    model = tiny_dit()
+    shape, steps = (1, 4, 2, 4, 4), 10
+    run = lambda fast, stats=None: sample_latents(  # noqa: E731
+        model, shape, _text(seed=1), _text(seed=2), steps, 4.0, torch.Generator().manual_seed(0), fast=fast, stats=stats)
+    exact = run(None)
+    stats: dict = {}
+    fast = FastSampling(cache_threshold=0.0, guidance_window=(0.0, 0.6), forecast_every=2, forecast_start=0.2)
+    out = run(fast, stats)
+    assert stats["forecast_steps"] == 4 and stats["forwards"] == 6 and stats["guided_steps"] == 6  # runs 0-2, 4, 6, 8
+    assert not torch.equal(out, exact) and (out - exact).abs().max() < 1.0  # an approximation, not noise
+    assert torch.equal(out, run(fast))  # still deterministic
 
 
 def test_guidance_window_and_bad_settings():
@@ -117,7 +170,8 @@ def test_guidance_window_and_bad_settings():
 def test_pipeline_mode_fast_runs_reports_and_refuses_unknown_modes(tiny_pipeline):
     kwargs = dict(num_frames=5, height=32, width=48, num_inference_steps=6, seed=3)
     exact = tiny_pipeline("a red circle", **kwargs)
-    assert tiny_pipeline.last_stats == dict(mode="exact", steps=6, guided_steps=6, forwards=6, cached_forwards=0, fp8=False)
+    assert tiny_pipeline.last_stats == dict(mode="exact", steps=6, guided_steps=6, forwards=6, cached_forwards=0,
+                                            forecast_steps=0, fp8=False)
     fast = tiny_pipeline("a red circle", mode="fast", **kwargs)
     assert fast.shape == exact.shape and fast.dtype == np.uint8
     assert tiny_pipeline.last_stats["mode"] == "fast" and tiny_pipeline.last_stats["guided_steps"] < 6
