@@ -15,8 +15,10 @@ rest in bf16 (float32 on the CPU).
 Rows: diffusers eager (the anchor), diffusers with its transformer blocks compiled, ours exact eager,
 ours exact compiled (regional), the same with the guided pair as two batch-1 forwards per step
 (`split_guidance`, as diffusers runs it) instead of one batch-2 forward, ours fast compiled
-(`mode="fast"`: step cache + guidance window), and ours fast compiled with FP8 linears (`fp8=True`,
-model/fp8.py; its blocks are compiled again for the FP8 path).
+(`mode="fast"`: step cache + guidance window), ours fast compiled with FP8 linears (`fp8=True`,
+model/fp8.py; its blocks are compiled again for the FP8 path), and ours fast compiled with forecast
+steps (the transformer runs on one step in 2 or 3 after the first 20 %; model/step_cache.py).
+`--only ours-compiled,ours-forecast3` runs a subset (the anchor always runs).
 Each is timed as one whole call (text encode, 50 guided steps, VAE decode) after a 2-step warm-up
 call, with the peak memory allocated during the call. PSNR compares frames with ours exact eager
 (same seed); with random weights it says whether two runs draw the same video, not how good it is.
@@ -41,7 +43,10 @@ import torch  # noqa: E402
 
 from bench.fast_mode import psnr  # noqa: E402 (uint8 frames against uint8 frames)
 from model.presets import get_preset  # noqa: E402
+from model.step_cache import FastSampling  # noqa: E402
 
+ROW_KEYS = ("diffusers-compiled", "ours-eager", "ours-compiled", "ours-split", "ours-fast", "ours-fp8",
+            "ours-forecast2", "ours-forecast3")
 PROMPT = "a red fox running through snow, cinematic"
 NEGATIVE = "blurry, low quality"
 
@@ -112,7 +117,13 @@ def main() -> int:
     parser.add_argument("--text-layers", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows (default with --tiny)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--only", default="", help="comma-separated rows besides the anchor (default all): "
+                        + ", ".join(ROW_KEYS))
     args = parser.parse_args()
+    only = {key.strip() for key in args.only.split(",") if key.strip()}
+    if only - set(ROW_KEYS):
+        parser.error(f"unknown rows {sorted(only - set(ROW_KEYS))}; choose from {', '.join(ROW_KEYS)}")
+    wanted = lambda key: not only or key in only  # noqa: E731
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: use --device cpu (with --tiny)")
         return 2
@@ -142,7 +153,7 @@ def main() -> int:
             return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
         variants = [("diffusers WanPipeline, eager (anchor)", None)]
-        if compile_rows:
+        if compile_rows and wanted("diffusers-compiled"):
             variants.append(("diffusers WanPipeline, blocks compiled", lambda: compile_diffusers_blocks(pipe.transformer)))
         diffusers_frames = {}
         for name, prepare in variants:
@@ -165,22 +176,31 @@ def main() -> int:
             return ours(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=n, guidance_scale=args.guidance,
                         seed=0, mode=mode, fps=16, **shape)
 
-        def split_guidance(on: bool):
-            return lambda: setattr(ours, "split_guidance", on)
+        compiled = [False]
 
-        def fp8() -> None:
-            ours.fast_sampling = dataclasses.replace(ours.fast_sampling, fp8=True)
+        def setup(compile: bool, split: bool = False, **fast):
+            """Each row sets the whole state it runs with (compiling is one-way: compiled rows come last)."""
+            def prepare() -> None:
+                if compile and not compiled[0]:
+                    ours.compile_transformer()
+                    compiled[0] = True
+                ours.split_guidance = split
+                ours.fast_sampling = dataclasses.replace(FastSampling(), **fast)
+            return prepare
 
-        variants = [("ours exact, eager", "exact", None)]
+        kind = "compiled" if compile_rows else "eager"
+        c = compile_rows
+        variants = [("ours exact, eager", "exact", setup(False), "ours-eager")]
         if compile_rows:
-            variants += [("ours exact, compiled", "exact", ours.compile_transformer),
-                         ("ours exact, compiled, pair as 2 calls", "exact", split_guidance(True)),
-                         ("ours fast, compiled", "fast", split_guidance(False)),
-                         ("ours fast + FP8, compiled", "fast", fp8)]
-        else:
-            variants += [("ours exact, eager, pair as 2 calls", "exact", split_guidance(True)),
-                         ("ours fast, eager", "fast", split_guidance(False)),
-                         ("ours fast + FP8, eager", "fast", fp8)]
+            variants.append(("ours exact, compiled", "exact", setup(True), "ours-compiled"))
+        variants += [
+            (f"ours exact, {kind}, pair as 2 calls", "exact", setup(c, split=True), "ours-split"),
+            (f"ours fast, {kind}", "fast", setup(c), "ours-fast"),
+            (f"ours fast + FP8, {kind}", "fast", setup(c, fp8=True), "ours-fp8"),
+            (f"ours fast, forecast every 2, {kind}", "fast", setup(c, forecast_every=2), "ours-forecast2"),
+            (f"ours fast, forecast every 3, {kind}", "fast", setup(c, forecast_every=3), "ours-forecast3"),
+        ]
+        variants = [(name, mode, prepare) for name, mode, prepare, key in variants if wanted(key)]
         for name, mode, prepare in variants:
             if prepare is not None:
                 prepare()
@@ -190,18 +210,22 @@ def main() -> int:
             print(f"{name}: {seconds:.2f} s, peak {peak:.1f} GB, {ours.last_stats}", flush=True)
 
     anchor = rows[0]["seconds"]
-    reference = next(r["frames"] for r in rows if r["run"] == "ours exact, eager")
+    reference_row = next((r for r in rows if r["run"].startswith("ours exact")), rows[0])
+    reference = reference_row["frames"]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "CPU"
     print(f"\n{device_name}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
           f"{'tiny dims' if args.tiny else args.preset}, {shape['num_frames']} frames {shape['height']}x{shape['width']}, "
           f"{steps} steps, guidance {args.guidance}, random weights")
-    print(f"{'run':42} {'s / video':>10} {'vs anchor':>10} {'peak GB':>8} {'PSNR vs ours exact':>19} {'forwards':>9}")
+    print(f"PSNR against: {reference_row['run']}")
+    print(f"{'run':42} {'s / video':>10} {'vs anchor':>10} {'peak GB':>8} {'PSNR vs ours exact':>19} {'forwards':>9}"
+          f" {'forecast':>9}")
     for r in rows:
         r["speedup"] = anchor / r["seconds"]
         r["psnr_vs_ours_exact"] = psnr(r["frames"], reference)
-        forwards = r.get("stats", {}).get("forwards")
+        forwards = r.get("stats", {}).get("forwards", "")
+        forecast = r.get("stats", {}).get("forecast_steps", "")
         print(f"{r['run']:42} {r['seconds']:>10.2f} {r['speedup']:>9.2f}x {r['peak_gb']:>8.1f} "
-              f"{r['psnr_vs_ours_exact']:>19.1f} {'' if forwards is None else forwards:>9}")
+              f"{r['psnr_vs_ours_exact']:>19.1f} {forwards:>9} {forecast:>9}")
     if args.json:
         args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "frames"} for r in rows], indent=1) + "\n")
     return 0

@@ -18,7 +18,8 @@ def test_pipeline_bench_runs_and_ours_matches_wan_pipeline(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["run"]: r for r in json.loads(out.read_text())}
     assert list(rows) == ["diffusers WanPipeline, eager (anchor)", "ours exact, eager",
-                          "ours exact, eager, pair as 2 calls", "ours fast, eager", "ours fast + FP8, eager"]
+                          "ours exact, eager, pair as 2 calls", "ours fast, eager", "ours fast + FP8, eager",
+                          "ours fast, forecast every 2, eager", "ours fast, forecast every 3, eager"]
     assert all(r["seconds"] > 0 for r in rows.values())
     # Same folder, same seed, float32 on the CPU: the two pipelines draw the same frames.
     assert rows["diffusers WanPipeline, eager (anchor)"]["psnr_vs_ours_exact"] > 40
@@ -30,3 +31,19 @@ def test_pipeline_bench_runs_and_ours_matches_wan_pipeline(tmp_path):
     # FP8 rounding moves the frames a little further from exact than fast mode alone (CPU: 46.9 vs 51.2 dB).
     assert 30 < fp8["psnr_vs_ours_exact"] < rows["ours fast, eager"]["psnr_vs_ours_exact"]
     assert "ours exact, eager" in run.stdout and "vs anchor" in run.stdout
+    # 3 steps, the first 20 % (1 step) always runs: every 2 -> steps 0, 1 run, step 2 is forecast.
+    forecast = rows["ours fast, forecast every 2, eager"]["stats"]
+    assert (forecast["forwards"], forecast["forecast_steps"]) == (2, 1)
+    assert 20 < rows["ours fast, forecast every 2, eager"]["psnr_vs_ours_exact"] < rows["ours fast, eager"]["psnr_vs_ours_exact"]
+
+
+def test_pipeline_bench_runs_a_subset_and_refuses_unknown_rows(tmp_path):
+    out = tmp_path / "rows.json"
+    cmd = [sys.executable, "bench/gpu_pipeline.py", "--tiny", "--device", "cpu", "--json", str(out)]
+    run = subprocess.run([*cmd, "--only", "ours-forecast3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [r["run"] for r in json.loads(out.read_text())]
+    assert rows == ["diffusers WanPipeline, eager (anchor)", "ours fast, forecast every 3, eager"]
+    assert "PSNR against: diffusers WanPipeline, eager (anchor)" in run.stdout  # no exact row of ours ran
+    bad = subprocess.run([*cmd, "--only", "ours-turbo"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown rows ['ours-turbo']" in bad.stderr
