@@ -13,7 +13,8 @@ also scored by the shapes evaluator: "all right" per split, and the drop against
     .venv/bin/python bench/fast_mode.py --grid       # also a small threshold x window sweep
     .venv/bin/python bench/fast_mode.py --adherence --threads 2   # + the evaluator's scores (~15 min)
     .venv/bin/python bench/fast_mode.py --adherence --default-only --fp8 --threads 2   # FP8's cost
-    .venv/bin/python bench/fast_mode.py --adherence --default-only --forecast --threads 2   # forecast steps
+    .venv/bin/python bench/fast_mode.py --adherence --default-only --forecast --fewer-steps 10,6 --threads 2
+    .venv/bin/python bench/fast_mode.py --adherence --default-only --steps 50 --forecast 3:0.2:0,3:0.2:1 --threads 2
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def main() -> int:
                         help="with --adherence: exact and the default fast setting only")
     parser.add_argument("--fp8", action="store_true",
                         help="add the default fast setting with FP8 matmuls, and FP8 alone (no cache, guidance on every step)")
-    parser.add_argument("--forecast", action="store_true",
-                        help="add forecast-step settings, and exact mode at fewer steps for the same work")
+    parser.add_argument("--forecast", nargs="?", const="2:0.2:1,3:0.2:1,2:0.2:0,3:0.3:1,4:0.2:1", default="",
+                        help="add forecast-step settings, as every:start:order,... (default: a small sweep)")
+    parser.add_argument("--fewer-steps", default="",
+                        help="add exact mode at these step counts (comma-separated), for the same work as forecasting")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -81,14 +84,14 @@ def main() -> int:
         settings.append(("fast (default) + FP8", FastSampling(fp8=True)))
         settings.append(("FP8 only (no cache, guidance everywhere)",
                          FastSampling(cache_threshold=0.0, guidance_window=(0.0, 1.0), fp8=True)))
-    if args.forecast:
-        base = FastSampling()
-        for every, start, order in ((2, 0.2, 1), (3, 0.2, 1), (2, 0.2, 0), (3, 0.3, 1), (4, 0.2, 1)):
-            settings.append((f"forecast every {every} from {start}, order {order}",
-                             replace(base, forecast_every=every, forecast_start=start, forecast_order=order)))
-        for steps in (args.steps // 2, args.steps // 3):
-            settings.append((f"exact, {steps} steps", None))
-            steps_of[settings[-1][0]] = steps
+    for spec in filter(None, args.forecast.split(",")):
+        every, start, order = spec.split(":")
+        settings.append((f"forecast every {every} from {start}, order {order}",
+                         replace(FastSampling(), forecast_every=int(every), forecast_start=float(start),
+                                 forecast_order=int(order))))
+    for steps in filter(None, args.fewer_steps.split(",")):
+        settings.append((f"exact, {steps} steps", None))
+        steps_of[settings[-1][0]] = int(steps)
     if args.adherence and not args.default_only:
         for threshold, window in ((0.15, (0.0, 0.6)), (0.15, (0.0, 1.0)), (0.08, (0.0, 1.0)), (0.04, (0.0, 1.0)),
                                   (0.0, (0.0, 0.6))):
