@@ -18,8 +18,8 @@ def test_pipeline_bench_runs_and_ours_matches_wan_pipeline(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["run"]: r for r in json.loads(out.read_text())}
     assert list(rows) == ["diffusers WanPipeline, eager (anchor)", "ours exact, eager",
-                          "ours exact, eager, pair as 2 calls", "ours fast, eager", "ours fast + FP8, eager",
-                          "ours fast, forecast every 2, eager", "ours fast, forecast every 3, eager"]
+                          "ours exact, eager, pair as 2 calls", "ours fast, eager", "ours fast, no forecasts, eager",
+                          "ours fast, forecast every 3, eager", "ours fast + FP8, eager"]
     assert all(r["seconds"] > 0 for r in rows.values())
     # Same folder, same seed, float32 on the CPU: the two pipelines draw the same frames.
     assert rows["diffusers WanPipeline, eager (anchor)"]["psnr_vs_ours_exact"] > 40
@@ -31,10 +31,12 @@ def test_pipeline_bench_runs_and_ours_matches_wan_pipeline(tmp_path):
     # FP8 rounding moves the frames a little further from exact than fast mode alone (CPU: 46.9 vs 51.2 dB).
     assert 30 < fp8["psnr_vs_ours_exact"] < rows["ours fast, eager"]["psnr_vs_ours_exact"]
     assert "ours exact, eager" in run.stdout and "vs anchor" in run.stdout
-    # 3 steps, the first 20 % (1 step) always runs: every 2 -> steps 0, 1 run, step 2 is forecast.
-    forecast = rows["ours fast, forecast every 2, eager"]["stats"]
-    assert (forecast["forwards"], forecast["forecast_steps"]) == (2, 1)
-    assert 20 < rows["ours fast, forecast every 2, eager"]["psnr_vs_ours_exact"] < rows["ours fast, eager"]["psnr_vs_ours_exact"]
+    # 3 steps, the first 20 % (1 step) always runs: every 3 -> steps 0, 1 run, step 2 is forecast;
+    # the default's gap (0.1 of 3 steps) forecasts nothing, as "no forecasts".
+    forecast = rows["ours fast, forecast every 3, eager"]
+    assert (forecast["stats"]["forwards"], forecast["stats"]["forecast_steps"]) == (2, 1)
+    assert rows["ours fast, eager"]["stats"]["forecast_steps"] == 0
+    assert 20 < forecast["psnr_vs_ours_exact"] < rows["ours fast, eager"]["psnr_vs_ours_exact"]
 
 
 def test_pipeline_bench_runs_a_subset_and_refuses_unknown_rows(tmp_path):

@@ -107,9 +107,15 @@ def test_forecast_schedule_runs_the_model_on_the_warm_up_then_one_step_in_n():
     fast = FastSampling(forecast_every=3, forecast_start=0.2)
     assert [i for i in range(20) if fast.runs_model(i, 20)] == [0, 1, 2, 3, 4, 7, 10, 13, 16, 19]
     assert [i for i in range(50) if fast.runs_model(i, 50)][:12] == [*range(10), 10, 13]
-    assert all(FastSampling().runs_model(i, 20) for i in range(20))  # forecast_every=1: every step runs
+    assert all(FastSampling(forecast_every=1).runs_model(i, 20) for i in range(20))  # 1: every step runs
     assert all(FastSampling(forecast_every=4, forecast_start=1.0).runs_model(i, 7) for i in range(7))
-    for bad in (dict(forecast_every=0), dict(forecast_start=1.5), dict(forecast_start=-0.1), dict(forecast_order=2)):
+    # The default spacing is a fraction of the schedule: 0.1 -> every 2nd of 20, every 5th of 50, none of 10.
+    assert [FastSampling().spacing(n) for n in (10, 19, 20, 30, 50)] == [1, 1, 2, 3, 5]
+    assert [i for i in range(20) if FastSampling().runs_model(i, 20)] == [0, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 18]
+    assert [i for i in range(50) if FastSampling().runs_model(i, 50)] == [*range(10), 10, 15, 20, 25, 30, 35, 40, 45]
+    assert FastSampling(forecast_gap=0.0).spacing(50) == 1 and FastSampling(forecast_every=3).spacing(50) == 3
+    for bad in (dict(forecast_every=0), dict(forecast_start=1.5), dict(forecast_start=-0.1), dict(forecast_order=2),
+                dict(forecast_gap=1.5), dict(forecast_gap=-0.1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             FastSampling(**bad)
 
