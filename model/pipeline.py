@@ -39,7 +39,7 @@ __all__ = ["TextToVideoPipeline", "load_pipeline", "GenerationCancelled", "valid
 INDEX_NAME = "model_index.json"
 RANDOM_WEIGHTS_WARNING = "random weights: output will not follow the prompt"
 MAX_SEED = 2**63 - 1
-MODES = ("exact", "fast")  # fast: step cache + guidance window (model/step_cache.py), opt-in per request
+MODES = ("exact", "fast")  # fast: forecast steps + step cache + guidance window (model/step_cache.py), opt-in
 
 
 def validate_request(
@@ -249,8 +249,8 @@ class TextToVideoPipeline:
         one shape in one batched denoise -> (B, num_frames, height, width, 3); each clip equals the
         clip generated alone with its seed, to float tolerance (exact mode: the step cache decides
         for the whole batch, so fast-mode clips in a batch differ from fast-mode clips alone).
-        mode: "exact" (every step, full guidance) or "fast" (`self.fast_sampling`: the step cache
-        and a guidance window; faster, slightly different frames)."""
+        mode: "exact" (every step, full guidance) or "fast" (`self.fast_sampling`: forecast steps,
+        the step cache and a guidance window; faster, slightly different frames)."""
         d = self.defaults
         # 1. Fill in the defaults and validate everything before any work.
         prompts, negatives, seeds = batch_arguments(prompt, negative_prompt, seed)

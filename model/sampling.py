@@ -8,7 +8,8 @@ larger latents need (Wan: 3.0 at 480p, 5.0 at 720p).
 
 Public: `flow_matching_loss` (training), `sample_latents` (the one sampling entry point),
 `guided_velocity` (classifier-free guidance in one batched forward), `GenerationCancelled`.
-Fast mode (`fast=FastSampling()`: step cache and a guidance window) lives in `model/step_cache.py`.
+Fast mode (`fast=FastSampling()`: forecast steps, a step cache and a guidance window) lives in
+`model/step_cache.py`.
 """
 
 from __future__ import annotations
