@@ -97,7 +97,7 @@ class FirstBlockCache(nn.Module):
     lives for one sampling run. The sampler sets `forecast_next` before a call whose output should
     be forecast (`FastSampling.runs_model`); with no model output yet to forecast from, it runs.
     Counters: `steps` (forwards that ran the model), `skipped` (of those, the ones that reused the
-    deep blocks' cache), `forecast` (calls answered by extrapolation, no block run).
+    deep blocks' cache), `forecast` (calls answered by a forecast, no block run).
     """
 
     def __init__(self, dit: VideoDiT, threshold: float, max_skips: int, forecast_order: int = 0):

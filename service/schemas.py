@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
-Quality = Literal["exact", "fast"]  # fast: step cache + guidance window (docs/performance.md), opt-in
+Quality = Literal["exact", "fast"]  # fast: forecast steps + step cache + guidance window (docs/performance.md), opt-in
 Variant = Literal["video", "thumbnail", "spritesheet"]
 
 
