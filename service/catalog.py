@@ -6,6 +6,9 @@ fields of `ServedModel`, e.g.
 
     [{"name": "wan2.1-1.3b", "source": "/models/wan2.1-1.3b", "sizes": ["832x480"],
       "seconds": ["2", "4"], "fps": 16, "default_steps": 50, "default_guidance": 5.0}]
+
+`qualities` (default both) lists the `quality` values a request may ask for: a diffusers pipeline
+folder served as it is has no fast mode, so give it `["exact"]`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 # job fails as "timeout" and the worker goes on); the hard one kills a pool process stuck where
 # Python cannot interrupt it.
 HARD_LIMIT_GRACE_S = 10
+QUALITIES = ("exact", "fast")  # service/schemas.Quality; "exact" is what a request without the field gets
 
 
 def time_limits_s(limit_s: int | None, default_s: int) -> tuple[int, int]:
@@ -40,6 +44,9 @@ class ServedModel(BaseModel):
     default_guidance: float = Field(ge=1.0)
     max_steps: int = Field(default=100, gt=0)
     time_limit_s: int | None = Field(default=None, gt=0)  # per job; None: SPACETIME_JOB_TIME_LIMIT_S
+    # "quality" values a request may ask for; a model served through the diffusers adapter
+    # (a pipeline folder not converted to ours) has no fast mode: list only "exact" for it.
+    qualities: list[str] = Field(default_factory=lambda: list(QUALITIES))
     description: str = ""
 
     @field_validator("sizes")
@@ -50,6 +57,14 @@ class ServedModel(BaseModel):
             if not (width_px.isdigit() and height_px.isdigit()):
                 raise ValueError(f"size {size!r} is not WxH")
         return sizes
+
+    @field_validator("qualities")
+    @classmethod
+    def _check_qualities(cls, qualities: list[str]) -> list[str]:
+        unknown = [q for q in qualities if q not in QUALITIES]
+        if unknown or "exact" not in qualities or len(set(qualities)) != len(qualities):
+            raise ValueError(f"qualities must list 'exact' and optionally 'fast', once each; got {qualities}")
+        return qualities
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "ServedModel":

@@ -100,6 +100,7 @@ class ModelPublic(BaseModel):
     default_steps: int
     default_guidance: float
     max_steps: int
+    qualities: list[str]  # the `quality` values this model accepts ("exact", and "fast" where it has a fast mode)
     description: str = ""
 
 

@@ -86,6 +86,8 @@ def resolve_spec(body: VideoCreate, model: ServedModel, max_prompt_chars: int) -
         raise bad("seconds", model.seconds, seconds)
     if body.fps is not None and body.fps != model.fps:
         raise bad("fps", [model.fps], body.fps)
+    if body.quality not in model.qualities:
+        raise bad("quality", model.qualities, body.quality)
     steps = body.num_inference_steps or model.default_steps
     if steps > model.max_steps:
         raise ApiError(400, f"num_inference_steps {steps} is above the limit of {model.max_steps} for "

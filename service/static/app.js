@@ -46,9 +46,12 @@ function normaliseModel(m) {
     steps: m.default_steps,
     guidance: m.default_guidance,
     maxSteps: m.max_steps,
+    qualities: m.qualities && m.qualities.length ? m.qualities : ["exact"],
     description: m.description || "",
   };
 }
+
+const QUALITY_LABELS = { exact: "Exact", fast: "Fast" };
 
 function fillOptions(select, values, chosen, label = (v) => v) {
   select.replaceChildren(...values.map((v) => {
@@ -65,6 +68,9 @@ function applyModel(id) {
   if (!m) return;
   fillOptions($("size"), m.sizes, m.size, (s) => s.replace("x", " × "));
   fillOptions($("seconds"), m.seconds, m.secondsDefault, (s) => `${s} s`);
+  const chosen = m.qualities.includes($("quality").value) ? $("quality").value : "exact";
+  fillOptions($("quality"), m.qualities, chosen, (q) => QUALITY_LABELS[q] || q);
+  $("quality").disabled = m.qualities.length < 2;
   $("steps").placeholder = m.steps != null ? `default ${m.steps}` : "model default";
   $("guidance").placeholder = m.guidance != null ? `default ${m.guidance}` : "model default";
   if (m.maxSteps) $("steps").max = m.maxSteps;
@@ -94,6 +100,7 @@ function readForm() {
   body.num_inference_steps = num($("steps"));
   body.guidance_scale = num($("guidance"));
   if ($("negative").value.trim()) body.negative_prompt = $("negative").value.trim();
+  if ($("quality").value && $("quality").value !== "exact") body.quality = $("quality").value;
   return body;
 }
 
@@ -109,6 +116,8 @@ function fillForm(video) {
   $("steps").value = video.num_inference_steps ?? "";
   $("guidance").value = video.guidance_scale ?? "";
   $("negative").value = video.negative_prompt || "";
+  const quality = video.quality || "exact";
+  if ([...$("quality").options].some((o) => o.value === quality)) $("quality").value = quality;
 }
 
 // A 429 disables the button for Retry-After seconds, counting down on the button itself.
@@ -200,7 +209,8 @@ function render(video) {
   $("job-percent").textContent = `${pct}%`;
   $("job-progress-row").hidden = TERMINAL.has(video.status);
   $("cancel").disabled = Boolean(current && current.cancelling);
-  const bits = [video.model, video.size, video.seconds && `${video.seconds} s`, video.seed != null && `seed ${video.seed}`];
+  const bits = [video.model, video.size, video.seconds && `${video.seconds} s`, video.seed != null && `seed ${video.seed}`,
+    video.quality === "fast" && "fast"];
   $("job-meta").textContent = bits.filter(Boolean).join(" · ");
   if (video.status === "failed") showError($("job-error"), describeJobError(video.error));
 }

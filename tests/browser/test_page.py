@@ -222,6 +222,7 @@ def test_phone_width_labels_and_live_regions(page: Page, embedded: str, artifact
           - spinbutton "Seed"
           - spinbutton "Denoising steps"
           - spinbutton "Guidance scale"
+          - combobox "Quality"
           - textbox "Negative prompt"
         - button "Generate"
       - region "Past videos":
@@ -277,3 +278,21 @@ def test_without_the_event_stream_the_page_polls(page: Page, embedded: str) -> N
     expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
     expect(page.locator("#job")).to_have_attribute("data-feed", "poll")
     wait_js(page, "() => document.getElementById('player').readyState >= 2", timeout_s=20)
+
+
+def test_fast_quality_is_sent_shown_and_refilled(page: Page, embedded: str) -> None:
+    open_page(page, embedded)
+    fill_tiny(page, "a purple triangle moving down", steps=2)
+    quality = page.get_by_label("Quality")
+    expect(quality).to_have_value("exact")  # the default, as the API's
+    expect(quality).to_be_enabled()  # the tiny model lists both qualities
+    quality.select_option("fast")
+    submit(page)
+    expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+    job = httpx.get(f"{embedded}/v1/videos/{job_id_of(page)}").json()
+    assert job["quality"] == "fast"
+    expect(page.locator("#job-meta")).to_contain_text("fast")
+    quality.select_option("exact")
+    page.get_by_role("button", name="Edit prompt and regenerate").click()
+    expect(quality).to_have_value("fast")  # the job's settings come back, quality included
+

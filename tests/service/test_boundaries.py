@@ -54,3 +54,9 @@ def test_models_file_adds_models_and_bad_files_say_why(tmp_path: Path) -> None:
                                 "default_steps": 1, "default_guidance": 1.0}]))
     with pytest.raises(ValueError, match="is not WxH"):
         Catalog.load(bad)
+    assert catalog.get("wan").qualities == ["exact", "fast"]  # both unless the file says otherwise
+    for qualities in (["fast"], ["exact", "turbo"], ["exact", "exact"], []):
+        bad.write_text(json.dumps([{"name": "x", "source": "x", "sizes": ["64x64"], "seconds": ["1"], "fps": 8,
+                                    "default_steps": 1, "default_guidance": 1.0, "qualities": qualities}]))
+        with pytest.raises(ValueError, match="qualities must list 'exact'"):
+            Catalog.load(bad)

@@ -27,3 +27,15 @@ def test_an_unknown_quality_is_400_naming_the_allowed_values(gateway: Stack) -> 
             err = error_of(c.post("/v1/videos", json={**PARKED, "quality": bad}), 400)
             assert err["param"] == "quality" and err["type"] == "invalid_request_error"
             assert "'exact' or 'fast'" in err["message"], err["message"]
+
+
+def test_a_model_without_fast_mode_refuses_it_up_front_and_lists_what_it_takes(gateway: Stack) -> None:
+    with gateway.client() as c:
+        models = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
+        assert models["spacetime-tiny"]["qualities"] == ["exact", "fast"]
+        assert models["spacetime-tiny-b"]["qualities"] == ["exact"]  # the models file says so
+        err = error_of(c.post("/v1/videos", json={**PARKED, "model": "spacetime-tiny-b", "quality": "fast"}), 400)
+        assert err["param"] == "quality" and err["code"] == "invalid_value"
+        assert err["message"] == "Invalid quality 'fast' for model 'spacetime-tiny-b'; allowed: exact."
+        assert c.post("/v1/videos", json={**PARKED, "model": "spacetime-tiny-b"}).status_code == 200  # exact
+
