@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(default=0, ge=0)  # torch threads per CPU worker process; 0 = cores / pool processes
     compile_model: bool = False  # torch.compile the DiT blocks once per worker process (GPU: ~14 % per step)
     fast_fp8: bool = False  # "quality": "fast" jobs also multiply the DiT blocks' linears in FP8 (model/fp8.py)
+    # "quality": "fast" jobs run the transformer at least once per this fraction of the schedule and
+    # reuse its output between (model/step_cache.py); 0 turns forecasting off, larger is faster.
+    fast_forecast_gap: float = Field(default=0.1, ge=0.0, le=1.0)
     # Encode, sign and store a job's video on a background thread while the next job denoises
     # (workers/overlap.py). Off: the whole job runs inside its task, as before.
     overlap_encode: bool = True

@@ -163,8 +163,9 @@ class WorkerContext:
             pipe = self.pipelines[model.source] = load_model(model.source, self.settings.device)
             if self.settings.compile_model and hasattr(pipe, "compile_transformer"):
                 pipe.compile_transformer()  # compiles lazily, at the first job of each clip shape
-            if self.settings.fast_fp8 and hasattr(pipe, "fast_sampling"):
-                pipe.fast_sampling = replace(pipe.fast_sampling, fp8=True)
+            if hasattr(pipe, "fast_sampling"):
+                pipe.fast_sampling = replace(pipe.fast_sampling, fp8=self.settings.fast_fp8,
+                                             forecast_gap=self.settings.fast_forecast_gap)
             log.info("pipeline loaded", extra={"model": model.name, "source": model.source,
                                                "load_s": round(time.perf_counter() - started, 2),
                                                "random_weights": getattr(pipe, "is_random_weights", None)})

@@ -63,3 +63,20 @@ def test_fast_fp8_setting_turns_fp8_on_for_fast_jobs_only_and_is_off_by_default(
     for flag in (False, True):
         ctx = tasks.WorkerContext(Settings(embedded=True, fast_fp8=flag), catalog, None, None, None, [])
         assert ctx.pipeline(model).fast_sampling.fp8 is flag
+
+
+def test_fast_forecast_gap_setting_reaches_the_pipeline_and_bad_values_are_refused(tasks) -> None:
+    from pydantic import ValidationError
+
+    from model.step_cache import FastSampling
+    from service.catalog import Catalog
+
+    catalog = Catalog.load(None)
+    model = catalog.get("spacetime-tiny")
+    for gap in (0.0, 0.1, 0.25):
+        ctx = tasks.WorkerContext(Settings(embedded=True, fast_forecast_gap=gap), catalog, None, None, None, [])
+        assert ctx.pipeline(model).fast_sampling.forecast_gap == gap
+    assert Settings(embedded=True).fast_forecast_gap == FastSampling().forecast_gap  # the same default
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValidationError, match="fast_forecast_gap"):
+            Settings(embedded=True, fast_forecast_gap=bad)
