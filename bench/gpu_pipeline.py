@@ -118,6 +118,8 @@ def main() -> int:
     parser.add_argument("--text-layers", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows (default with --tiny)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--static-compile", action="store_true",
+                        help="compile our blocks with dynamic=False (one static graph per batch size and shape)")
     parser.add_argument("--only", default="", help="comma-separated rows besides the anchor (default all): "
                         + ", ".join(ROW_KEYS))
     args = parser.parse_args()
@@ -183,7 +185,7 @@ def main() -> int:
             """Each row sets the whole state it runs with (compiling is one-way: compiled rows come last)."""
             def prepare() -> None:
                 if compile and not compiled[0]:
-                    ours.compile_transformer()
+                    ours.compile_transformer(dynamic=False if args.static_compile else None)
                     compiled[0] = True
                 ours.split_guidance = split
                 ours.fast_sampling = dataclasses.replace(FastSampling(), **fast)
@@ -216,7 +218,8 @@ def main() -> int:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "CPU"
     print(f"\n{device_name}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
           f"{'tiny dims' if args.tiny else args.preset}, {shape['num_frames']} frames {shape['height']}x{shape['width']}, "
-          f"{steps} steps, guidance {args.guidance}, random weights")
+          f"{steps} steps, guidance {args.guidance}, random weights"
+          + (", our blocks compiled static (dynamic=False)" if args.static_compile else ""))
     print(f"PSNR against: {reference_row['run']}")
     print(f"{'run':42} {'s / video':>10} {'vs anchor':>10} {'peak GB':>8} {'PSNR vs ours exact':>19} {'forwards':>9}"
           f" {'forecast':>9}")

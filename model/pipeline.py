@@ -147,13 +147,16 @@ class TextToVideoPipeline:
         self.transformer._rope_cache = {}
         return self
 
-    def compile_transformer(self, backend: str = "inductor") -> None:
+    def compile_transformer(self, backend: str = "inductor", dynamic: bool | None = None) -> None:
         """Regional torch.compile: each DiT block compiled in place (the blocks share one graph; the
         state dict keeps its keys). On an H200 at Wan2.1-1.3B size a forward went from 599.5 ms eager
         to ~517 ms (docs/performance.md), for about a minute of compiling once per process. Off by
-        default: on the CPU the tiny model gains 6-10 % for 24-63 s of compiling."""
+        default: on the CPU the tiny model gains 6-10 % for 24-63 s of compiling.
+        `dynamic` goes to torch.compile: None (its default) recompiles once a shape changes, with
+        that dimension symbolic (fast mode alternates batch 2 and 1, so its batch goes symbolic);
+        False keeps one static graph per shape (up to dynamo's recompile limit)."""
         for block in self.transformer.blocks:
-            block.compile(backend=backend)
+            block.compile(backend=backend, dynamic=dynamic)
 
     @property
     def device(self) -> torch.device:

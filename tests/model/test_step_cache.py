@@ -195,3 +195,14 @@ def test_compiled_blocks_keep_the_state_dict_and_the_frames(tiny_pipeline):
     assert list(tiny_pipeline.transformer.state_dict()) == keys  # save_pretrained still writes Wan-layout names
     assert np.array_equal(tiny_pipeline("a red circle", **kwargs), before)
     assert tiny_pipeline("a red circle", mode="fast", **kwargs).shape == before.shape  # the cache calls compiled blocks
+
+
+def test_compile_transformer_passes_dynamic_to_every_block(tiny_pipeline, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append((type(self).__name__, kw)))
+    tiny_pipeline.compile_transformer(backend="eager", dynamic=False)
+    assert len(seen) == len(tiny_pipeline.transformer.blocks)
+    assert all(kw == {"backend": "eager", "dynamic": False} for _, kw in seen)
+    seen.clear()
+    tiny_pipeline.compile_transformer()
+    assert {kw["dynamic"] for _, kw in seen} == {None}  # torch.compile's own default
