@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 from pydantic import BaseModel, Field, field_validator, model_validator
+
+from service.schemas import Quality
 
 # The hard time limit follows the soft one by this much: the soft limit raises inside the task (the
 # job fails as "timeout" and the worker goes on); the hard one kills a pool process stuck where
 # Python cannot interrupt it.
 HARD_LIMIT_GRACE_S = 10
-QUALITIES = ("exact", "fast")  # service/schemas.Quality; "exact" is what a request without the field gets
+QUALITIES: tuple[str, ...] = get_args(Quality)  # ("exact", "fast"); "exact" is what a request without the field gets
 
 
 def time_limits_s(limit_s: int | None, default_s: int) -> tuple[int, int]:
