@@ -53,3 +53,15 @@ def test_the_job_quality_selects_the_pipeline_mode(pipe, sample_frames, quality:
     assert frames.shape == (9, 128, 128, 3) and steps == [1, 2, 3]
     assert pipe.last_stats["mode"] == mode
     assert pipe.last_stats["guided_steps"] == (3 if mode == "exact" else 2)  # fast: guidance on 60% of steps
+
+
+def test_a_fast_job_at_the_default_steps_forecasts_and_still_reports_every_step(pipe, sample_frames) -> None:
+    job = {**JOB, "num_inference_steps": "20", "quality": "fast"}
+    model = Catalog.load(None).get("spacetime-tiny")
+    steps = []
+    frames = sample_frames(pipe, job, model, lambda step, total: steps.append((step, total)) is None)
+    assert frames.shape == (9, 128, 128, 3)
+    assert steps == [(i, 20) for i in range(1, 21)]  # progress moves on forecast steps too
+    stats = pipe.last_stats
+    # 20 steps, gap 0.1 -> the model runs on steps 0-3, then 4, 6, ..., 18: 12 runs, 8 forecasts
+    assert (stats["forwards"], stats["forecast_steps"], stats["guided_steps"]) == (12, 8, 12)
