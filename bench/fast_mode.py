@@ -122,7 +122,7 @@ def main() -> int:
             else:
                 psnrs.append(psnr(frames, exact_frames[i]))
         results.append((name, statistics.median(times), statistics.mean(work), statistics.mean(cached),
-                        f"{stats['guided_steps']}/{stats['steps']}", stats.get("forecast_steps", 0), psnrs,
+                        f"{stats['guided_steps']}/{stats['steps']}", stats["forecast_steps"], psnrs,
                         summarise(scores)))
 
     print(f"# spacetime-tiny | {FRAMES} frames {HEIGHT}x{WIDTH} | {args.steps} steps | guidance "
