@@ -25,6 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from model import fp8
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -196,13 +198,39 @@ class Attention(nn.Module):
         return self.o(out.type_as(x))
 
 
+def fused_gelu_device(x: torch.Tensor) -> bool:
+    """Whether x may take MLP's fused bias + GELU path: CUDA half precision only. On CUDA
+    `torch._addmm_activation(..., use_gelu=True)` applies tanh-GELU (cuBLASLt's epilogue, the
+    model's GELU); on the CPU it applies the erf GELU, a different function."""
+    return x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
+
+
 class MLP(nn.Module):
+    """fc1 -> GELU(tanh) -> fc2.
+
+    `fused_gelu` (off by default; `enable_fused_gelu`) runs fc1's bias and GELU in the matmul's
+    epilogue (`torch._addmm_activation`, cuBLASLt on CUDA) instead of a separate pass over the
+    (tokens, hidden) activation; inductor keeps the op as one extern kernel. Same weights, so the
+    state dict does not change. Only without autograd (the op has no derivative), on CUDA in
+    half precision (`fused_gelu_device`), and never while fc1 multiplies in FP8 (model/fp8.py)."""
+
+    fused_gelu = False
+
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
 
+    def runs_fused(self, x: torch.Tensor) -> bool:
+        fc1_in_fp8 = getattr(self.fc1, "_fp8_forward", False) and fp8._ON  # enable_fp8 + fp8_matmuls()
+        return (self.fused_gelu and fused_gelu_device(x) and not torch.is_grad_enabled()
+                and self.fc1.weight.dtype == x.dtype and not fc1_in_fp8)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runs_fused(x):
+            rows = x.reshape(-1, x.shape[-1])  # (B*N, D)
+            h = torch._addmm_activation(self.fc1.bias, rows, self.fc1.weight.t(), use_gelu=True)  # (B*N, hidden)
+            return self.fc2(h.reshape(*x.shape[:-1], h.shape[-1]))
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
@@ -310,6 +338,14 @@ class VideoDiT(nn.Module):
         nn.init.zeros_(self.pos_embedder.weight)
         nn.init.zeros_(self.pos_embedder.bias)
         self.config = replace(self.config, abs_pos=True)  # a copy: presets share their config
+
+    def enable_fused_gelu(self, on: bool = True) -> int:
+        """Switch every block MLP's fused bias + GELU epilogue (`MLP.fused_gelu`) on or off; returns
+        how many MLPs it set. Weights and state dict unchanged; the path runs on CUDA only."""
+        mlps = [m for m in self.modules() if isinstance(m, MLP)]
+        for mlp in mlps:
+            mlp.fused_gelu = on
+        return len(mlps)
 
     def embed_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Latent (B, C, T, H, W) -> patch tokens (B, N, D) and the token grid (t, h, w)."""

@@ -68,3 +68,29 @@ def test_fp8_matmuls_on_cuda_stay_close_to_bf16():
         assert torch.equal(model(x, t, ctx).float(), ref)
     err = ((fast - ref).norm() / ref.norm()).item()
     assert 0 < err < 0.2, err
+
+
+def test_fused_gelu_epilogue_agrees_with_the_mlp_in_bf16_and_compiles():
+    """`enable_fused_gelu`: fc1's bias + tanh-GELU in cuBLASLt's epilogue. In bf16 on CUDA the MLP
+    and the whole block agree with the unfused ones within bf16 rounding, and compiled blocks run it."""
+    from model.dit import DiTConfig, VideoDiT
+
+    torch.manual_seed(0)
+    cfg = DiTConfig(dim=256, ffn_dim=1024, num_heads=4, num_layers=1, text_dim=64)
+    model = perturb_zero_init(VideoDiT(cfg).eval()).to("cuda", torch.bfloat16)
+    block, grid = model.blocks[0], (2, 6, 10)
+    g = torch.Generator("cuda").manual_seed(0)
+    x = torch.randn(2, 120, 256, generator=g, device="cuda", dtype=torch.bfloat16)  # (B, N, D), N = 2*6*10
+    context = torch.randn(2, 16, 256, generator=g, device="cuda", dtype=torch.bfloat16)
+    t_mod = torch.randn(2, 6, 256, generator=g, device="cuda", dtype=torch.bfloat16)  # gates ~1: the MLP counts
+    rope = model.rope(grid, x.device)
+    rel = lambda a, b: ((a.float() - b.float()).norm() / b.float().norm()).item()  # noqa: E731
+    with torch.no_grad():
+        plain_mlp, plain = block.mlp(x), block(x, context, None, t_mod, rope)
+        assert model.enable_fused_gelu() == 1 and block.mlp.runs_fused(x)
+        fused_mlp, fused = block.mlp(x), block(x, context, None, t_mod, rope)
+        block.compile()
+        compiled = block(x, context, None, t_mod, rope)
+    assert rel(fused_mlp, plain_mlp) < 1e-2
+    assert rel(fused, plain) < 1e-2 and rel(fused - x, plain - x) < 2e-2
+    assert rel(compiled, fused) < 1e-2
