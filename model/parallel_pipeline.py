@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from model.parallel import Mesh, ParallelVideoDiT, all_gather_stack
-from model.pipeline import MAX_SEED, TextToVideoPipeline
+from model.pipeline import MAX_SEED, TextToVideoPipeline, check_init_video
 from model.sampling import sample_latents
 from model.vae import TILING_ABOVE_PX, decode_latents, latent_shape, latent_stats, to_uint8_frames
 
@@ -114,8 +114,12 @@ def parallel_generate(
     num_frames: int | None = None, height: int | None = None, width: int | None = None, fps: int | None = None,
     num_inference_steps: int | None = None, guidance_scale: float | None = None, seed: int | None = None,
     callback: Callable[[int, int], bool | None] | None = None,
+    init_video: np.ndarray | None = None, strength: float = 0.7,
 ) -> np.ndarray | None:
     """Every rank of `mesh` calls this with the same request; mesh rank 0 gets uint8 (T, H, W, 3), the others None.
+
+    `init_video` + `strength` make it a remix, as `TextToVideoPipeline.__call__`: mesh rank 0
+    encodes the clip and the latents go to every rank from there (one encode, identical latents).
 
     `callback` is called on mesh rank 0 only; returning False cancels every rank
     (GenerationCancelled is raised on all of them).
@@ -124,6 +128,8 @@ def parallel_generate(
     # 1. Defaults and validation (every rank raises the same error), agree on a seed.
     num_frames, height, width, fps, steps, guidance = pipe.resolve_request(
         prompt, negative_prompt, num_frames, height, width, fps, num_inference_steps, guidance_scale, seed, callback)
+    if init_video is not None:
+        check_init_video(init_video, strength, num_frames, height, width)
     device = pipe.device
     seed = _broadcast_from_first(secrets.randbelow(MAX_SEED) if seed is None else int(seed), mesh, device)
 
@@ -142,9 +148,13 @@ def parallel_generate(
 
     generator = torch.Generator(device=device).manual_seed(seed)
     shape = (1, pipe.vae.config.z_dim, *latent_shape(num_frames, height, width, pipe.vae))
+    init_latents = None
+    if init_video is not None:
+        init_latents = pipe.encode_frames(init_video) if mesh.rank == 0 else torch.empty(shape, device=device)
+        dist.broadcast(init_latents, src=mesh.ranks[0], group=mesh.group)
     latents = sample_latents(
         ParallelVideoDiT(pipe.transformer, mesh), shape, cond, uncond, steps, float(guidance), generator,
-        scheduler=d.scheduler, shift=d.shift, callback=agreed_callback,
+        scheduler=d.scheduler, shift=d.shift, callback=agreed_callback, init_latents=init_latents, strength=strength,
     )  # (1, z, T', H', W'), identical on every rank
 
     # 4. Decode: split by tiles for frames above TILING_ABOVE_PX (the ranks share the tiles), else on

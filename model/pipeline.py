@@ -28,11 +28,11 @@ from torch import nn
 
 from model.dit import VideoDiT
 from model.presets import Preset, SamplingDefaults, get_preset
-from model.sampling import GenerationCancelled, sample_latents
+from model.sampling import GenerationCancelled, remix_start, sample_latents
 from model.step_cache import FastSampling
 from model.text_encoder import TextEncoder, build_text_encoder
-from model.vae import (build_vae, decode_latents, decode_needs_tiling, latent_shape, load_vae, to_uint8_frames,
-                       use_fast_cpu_kernels)
+from model.vae import (build_vae, decode_latents, decode_needs_tiling, encode_video, latent_shape, load_vae,
+                       to_uint8_frames, use_fast_cpu_kernels)
 
 __all__ = ["TextToVideoPipeline", "load_pipeline", "GenerationCancelled", "validate_request"]
 
@@ -107,8 +107,25 @@ def batch_arguments(
     return prompts, negatives, seeds
 
 
+def check_init_video(init_video: object, strength: float, num_frames: int, height: int, width: int) -> None:
+    """A remix's source clip must be uint8 (num_frames, height, width, 3), strength in (0, 1]."""
+    remix_start(1, strength)  # raises on a strength outside (0, 1]
+    if not isinstance(init_video, np.ndarray) or init_video.dtype != np.uint8:
+        raise ValueError("init_video must be a uint8 numpy array (frames, height, width, 3)")
+    if init_video.shape != (num_frames, height, width, 3):
+        raise ValueError(f"init_video has shape {init_video.shape}; this request needs "
+                         f"{(num_frames, height, width, 3)} (frames, height, width, RGB)")
+
+
+def frames_to_pixels(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (1, 3, T, H, W) in [-1, 1], the VAE's input."""
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return (pixels.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0)
+
+
 class TextToVideoPipeline:
     supports_batch = True  # __call__ takes a list of prompts with per-clip seeds (the worker batches jobs)
+    supports_remix = True  # __call__ takes init_video + strength (a remix of an existing clip)
 
     def __init__(
         self, transformer: VideoDiT, text_encoder: TextEncoder, vae: nn.Module, defaults: SamplingDefaults,
@@ -245,6 +262,8 @@ class TextToVideoPipeline:
         seed: int | list[int | None] | None = None,
         callback: Callable[[int, int], bool | None] | None = None,
         mode: str = "exact",
+        init_video: np.ndarray | None = None,
+        strength: float = 0.7,
     ) -> np.ndarray:
         """Generate one clip -> numpy uint8 (num_frames, height, width, 3). None -> the model's defaults.
 
@@ -253,7 +272,11 @@ class TextToVideoPipeline:
         clip generated alone with its seed, to float tolerance (exact mode: the step cache decides
         for the whole batch, so fast-mode clips in a batch differ from fast-mode clips alone).
         mode: "exact" (every step, full guidance) or "fast" (`self.fast_sampling`: forecast steps,
-        the step cache and a guidance window; faster, slightly different frames)."""
+        the step cache and a guidance window; faster, slightly different frames).
+        init_video (uint8 (num_frames, height, width, 3), one prompt only) makes this a remix: the
+        clip is encoded by the VAE, noised to `strength` of the schedule, and the last
+        round(strength * steps) steps run with the prompt (SDEdit; model.sampling.remix_start).
+        Lower strength keeps more of the source's layout and motion."""
         d = self.defaults
         # 1. Fill in the defaults and validate everything before any work.
         prompts, negatives, seeds = batch_arguments(prompt, negative_prompt, seed)
@@ -263,6 +286,10 @@ class TextToVideoPipeline:
                 one_seed, callback)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if init_video is not None:
+            if isinstance(prompt, (list, tuple)):
+                raise ValueError("a remix (init_video) takes one prompt, not a batch")
+            check_init_video(init_video, strength, num_frames, height, width)
         seeds = [secrets.randbelow(MAX_SEED) if s is None else int(s) for s in seeds]
         device, B = self.device, len(prompts)
 
@@ -276,10 +303,12 @@ class TextToVideoPipeline:
         generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         stats: dict = {}
         shape = (B, self.vae.config.z_dim, *latent_shape(num_frames, height, width, self.vae))
+        init_latents = None if init_video is None else self.encode_frames(init_video)  # (1, z, T', H', W')
         latents = sample_latents(
             self.transformer, shape, cond, uncond, steps, float(guidance), generators[0] if B == 1 else generators,
             scheduler=d.scheduler, shift=d.shift, callback=callback,
             fast=self.fast_sampling if mode == "fast" else None, stats=stats, split_guidance=self.split_guidance,
+            init_latents=init_latents, strength=strength,
         )  # (B, z, T', H', W')
         self.last_stats = {"mode": mode, **stats}
 
@@ -291,6 +320,14 @@ class TextToVideoPipeline:
         if not isinstance(prompt, (list, tuple)):
             return to_uint8_frames(video[0])  # (T, H, W, 3)
         return np.stack([to_uint8_frames(clip) for clip in video])  # (B, T, H, W, 3)
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> normalised latents (1, z, T', H', W'): the posterior's mean, so a
+        remix depends only on its source and seed. Tiled when the decode of this size would be."""
+        height, width = frames.shape[1:3]
+        self.vae.enable_tiling() if (self.vae_tiling if self.vae_tiling is not None else decode_needs_tiling(
+            self.vae, 1, height, width, self.device)) else self.vae.disable_tiling()
+        return encode_video(self.vae, frames_to_pixels(frames, self.device), sample=False).float()
 
 
 def _from_wan_folder(folder: Path, device: str | torch.device, dtype: torch.dtype | None) -> TextToVideoPipeline:

@@ -7,7 +7,8 @@ UniPCMultistepScheduler (flow prediction). `shift` > 1 spends more steps at high
 larger latents need (Wan: 3.0 at 480p, 5.0 at 720p).
 
 Public: `flow_matching_loss` (training), `sample_latents` (the one sampling entry point),
-`guided_velocity` (classifier-free guidance in one batched forward), `GenerationCancelled`.
+`guided_velocity` (classifier-free guidance in one batched forward), `remix_start` (where a remix
+joins the schedule), `GenerationCancelled`.
 Fast mode (`fast=FastSampling()`: forecast steps, a step cache and a guidance window) lives in
 `model/step_cache.py`.
 """
@@ -99,6 +100,15 @@ def _make_scheduler(name: str, shift: float):
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
 
 
+def remix_start(num_inference_steps: int, strength: float) -> int:
+    """The step a remix starts at: it runs the last round(strength * steps) steps (at least one).
+
+    strength 1 starts from pure noise (the source is ignored); smaller values keep more of it."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    return num_inference_steps - max(1, round(strength * num_inference_steps))
+
+
 def guided_velocity(
     model: nn.Module,
     x: torch.Tensor,
@@ -145,6 +155,8 @@ def sample_latents(
     fast: FastSampling | None = None,
     stats: dict | None = None,
     split_guidance: bool = False,
+    init_latents: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Integrate the flow from noise to clean latents (B, C, T, H, W) (float32).
 
@@ -157,6 +169,9 @@ def sample_latents(
     cached_forwards (of those, the ones that reused the deep blocks) / forecast_steps (no block run).
     `split_guidance`: exact mode only (the step cache keeps the guided pair as one batch), run the
     conditional and unconditional passes as two forwards (same result within float tolerance).
+    `init_latents` (B, C, T, H, W) (normalised, as `model.vae.encode_video` gives them) make this a
+    remix (SDEdit): they are noised to the noise level of step `remix_start(steps, strength)` with
+    the seeded noise, and only the steps from there run (`callback` and `stats` count those).
     """
     device = cond[0].device
     solver = _make_scheduler(scheduler, shift)
@@ -169,6 +184,15 @@ def sample_latents(
         x = torch.cat([torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch.float32)
                        for g in generator]).to(device)  # (B, C, T, H, W)
     timesteps = solver.timesteps
+    if init_latents is not None:
+        if init_latents.shape != x.shape:
+            raise ValueError(f"init_latents {tuple(init_latents.shape)} do not match the latent shape {tuple(x.shape)}")
+        start = remix_start(len(timesteps), strength)
+        if start > 0:  # at 0 (strength 1) the sampler starts from pure noise, as without a source
+            sigma = solver.sigmas[start].item()
+            x = (1 - sigma) * init_latents.float().to(device) + sigma * x  # x_sigma, as flow_matching_loss draws it
+            timesteps = timesteps[start:]
+            solver.set_begin_index(start)
     net = model if fast is None else FirstBlockCache(model, fast.cache_threshold, fast.max_skips, fast.forecast_order)
     use_fp8 = fast is not None and fast.fp8
     if use_fp8:

@@ -108,19 +108,27 @@ def _pipeline_checks(rank: int, world_size: int, pipe: TextToVideoPipeline, expe
         diff = np.abs(frames.astype(int) - want.astype(int))
         assert frames.shape == want.shape
         assert diff.max() <= 1 and (diff > 0).mean() < 0.001, f"cfg {cfg_size}: max {diff.max()}, {(diff > 0).mean():.4%}"
+    # A remix: rank 0 encodes the source, every rank starts from the same noised latents.
+    pipe.vae_tiling = False
+    frames = parallel_generate(pipe, make_mesh(cfg_size=2), **REQUEST, init_video=expected["source"], strength=0.5)
+    if rank == 0:
+        diff = np.abs(frames.astype(int) - expected["remix"].astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.001, f"remix: max {diff.max()}, {(diff > 0).mean():.4%}"
     # Cancellation decided on rank 0 stops every rank after the same step.
     mesh = make_mesh(cfg_size=1)
     with pytest.raises(GenerationCancelled, match="after step 2 of 3"):
         parallel_generate(pipe, mesh, **REQUEST, callback=lambda step, total: step < 2)
 
 
-def test_parallel_pipeline_equals_one_process_and_cancels_together(small_tile_pipeline):
+def test_parallel_pipeline_equals_one_process_remixes_and_cancels_together(small_tile_pipeline):
     pipe = small_tile_pipeline
     expected = {}
     for tiling in (True, False):
         pipe.vae_tiling = tiling
         expected[tiling] = pipe(**REQUEST)
     assert not np.array_equal(expected[True], pipe(**{**REQUEST, "seed": 8}))  # the seed matters
+    expected["source"] = pipe(**{**REQUEST, "prompt": "a blue square", "seed": 3})
+    expected["remix"] = pipe(**REQUEST, init_video=expected["source"], strength=0.5)
     run_ranks(_pipeline_checks, 2, pipe, expected, start_method="fork")
 
 
