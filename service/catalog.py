@@ -8,7 +8,9 @@ fields of `ServedModel`, e.g.
       "seconds": ["2", "4"], "fps": 16, "default_steps": 50, "default_guidance": 5.0}]
 
 `qualities` (default both) lists the `quality` values a request may ask for: a diffusers pipeline
-folder served as it is has no fast mode, so give it `["exact"]`.
+folder served as it is has no fast mode, so give it `["exact"]`. The same folder cannot remix a
+video either: give it `"remix": false`. `remix_strength` is the strength a remix gets when the
+request names none.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from service.schemas import Quality
 # Python cannot interrupt it.
 HARD_LIMIT_GRACE_S = 10
 QUALITIES: tuple[str, ...] = get_args(Quality)  # ("exact", "fast"); "exact" is what a request without the field gets
+DEFAULT_REMIX_STRENGTH = 0.6  # the tiny model's choice: bench/remix.py, docs/api.md "Remix"
 
 
 def time_limits_s(limit_s: int | None, default_s: int) -> tuple[int, int]:
@@ -50,6 +53,9 @@ class ServedModel(BaseModel):
     # "quality" values a request may ask for; a model served through the diffusers adapter
     # (a pipeline folder not converted to ours) has no fast mode: list only "exact" for it.
     qualities: list[str] = Field(default_factory=lambda: list(QUALITIES))
+    # Whether POST /v1/videos/{id}/remix works (our pipeline; not a diffusers folder served as is).
+    remix: bool = True
+    remix_strength: float = Field(default=DEFAULT_REMIX_STRENGTH, gt=0.0, le=1.0)
     description: str = ""
 
     @field_validator("sizes")

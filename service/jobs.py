@@ -23,12 +23,14 @@ from service.schemas import VideoError, VideoPublic
 # Fields copied from the request into the record (all stored as strings).
 SPEC_FIELDS = (
     "model", "prompt", "negative_prompt", "seconds", "size", "seed",
-    "num_inference_steps", "guidance_scale", "fps", "quality", "webhook_url",
+    "num_inference_steps", "guidance_scale", "fps", "quality", "webhook_url", "remixed_from_video_id", "strength",
 )
 
 
-# What makes jobs of one model the same clip shape, so that they can be denoised in one batch.
-BATCH_FIELDS = ("size", "seconds", "fps", "num_inference_steps", "guidance_scale", "quality")
+# What makes jobs of one model the same clip shape, so that they can be denoised in one batch. A
+# remix (it starts from its own source clip) never joins a batch: its source field differs from
+# every plain job's, and a remix does not lead one (workers/tasks.claim_batch).
+BATCH_FIELDS = ("size", "seconds", "fps", "num_inference_steps", "guidance_scale", "quality", "remixed_from_video_id")
 
 
 def job_key(job_id: str) -> str:
@@ -80,12 +82,14 @@ def to_public(record: dict[str, str], queue_position: int | None = None) -> Vide
         seconds=record["seconds"],
         size=record["size"],
         error=error,
+        remixed_from_video_id=record.get("remixed_from_video_id") or None,
         seed=int(record["seed"]),
         negative_prompt=record.get("negative_prompt", ""),
         num_inference_steps=int(record["num_inference_steps"]),
         guidance_scale=float(record["guidance_scale"]),
         fps=int(record["fps"]),
         quality=record.get("quality") or "exact",  # records from before the field existed are exact
+        strength=float(record["strength"]) if record.get("strength") else None,
         queue_position=queue_position if record.get("status") == "queued" else None,
     )
 

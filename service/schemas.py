@@ -1,5 +1,6 @@
 """Request and response bodies. `VideoPublic` has the fields of the openai SDK's `Video` type
-plus our extensions (seed, negative_prompt, num_inference_steps, guidance_scale, fps, quality)."""
+plus our extensions (seed, negative_prompt, num_inference_steps, guidance_scale, fps, quality,
+strength)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 Quality = Literal["exact", "fast"]  # fast: forecast steps + step cache + guidance window (docs/performance.md), opt-in
 Variant = Literal["video", "thumbnail", "spritesheet"]
+
+
+def check_webhook_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("webhook_url must be an http:// or https:// URL")
+    return value
 
 
 class VideoCreate(BaseModel):
@@ -39,9 +46,30 @@ class VideoCreate(BaseModel):
     @field_validator("webhook_url")
     @classmethod
     def _check_webhook_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("webhook_url must be an http:// or https:// URL")
-        return value
+        return check_webhook_url(value)
+
+
+class VideoRemix(BaseModel):
+    """POST /v1/videos/{id}/remix: a new prompt for a completed video. The remix keeps the source's
+    model, size, seconds and fps; the other fields default to the source's, except the seed (new)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    # How much of the schedule is run again from the source: 1 ignores the source; lower keeps
+    # more of its layout and motion (model.sampling.remix_start). Default: DEFAULT_REMIX_STRENGTH.
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    negative_prompt: str | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    num_inference_steps: int | None = Field(default=None, ge=1)
+    guidance_scale: float | None = Field(default=None, ge=1.0, le=30.0)
+    quality: Quality | None = None
+    webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        return check_webhook_url(value)
 
 
 class VideoError(BaseModel):
@@ -70,6 +98,7 @@ class VideoPublic(BaseModel):
     guidance_scale: float
     fps: int
     quality: Quality = "exact"
+    strength: float | None = None  # remixes only: the share of the schedule run again from the source
     queue_position: int | None = None  # 0 = next to run; only while queued
 
 
@@ -101,6 +130,8 @@ class ModelPublic(BaseModel):
     default_guidance: float
     max_steps: int
     qualities: list[str]  # the `quality` values this model accepts ("exact", and "fast" where it has a fast mode)
+    remix: bool  # whether its videos can be remixed (POST /v1/videos/{id}/remix)
+    remix_strength: float  # a remix's strength when the request names none
     description: str = ""
 
 

@@ -6,7 +6,7 @@
 - `start_worker`: more workers on demand (the SIGKILL test).
 
 Besides `spacetime-tiny`, a models file (`SPACETIME_MODELS_FILE`) adds `spacetime-tiny-b` (same
-weights, its own queue, served only by workers a test starts, exact quality only) and `spacetime-parked` (never
+weights, its own queue, served only by workers a test starts, exact quality only, no remix) and `spacetime-parked` (never
 served: its jobs stay queued, for tests that need a job that does not move); tests/workers/test_overlap.py
 starts the only workers of `spacetime-tiny-gated` (and `-gated-capped`, on its queue) and `spacetime-tiny-batch`.
 """
@@ -35,7 +35,7 @@ PEPPER = "test-pepper-" + "x" * 20
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"spacetime-test-webhook-secret!!").decode()
 EXTRA_MODELS = [
     {"name": "spacetime-tiny-b", "source": "spacetime-tiny", "sizes": ["128x128"], "seconds": ["1", "2", "4"],
-     "fps": 8, "default_steps": 4, "default_guidance": 5.0, "qualities": ["exact"]},
+     "fps": 8, "default_steps": 4, "default_guidance": 5.0, "qualities": ["exact"], "remix": False},
     {"name": "spacetime-tiny-capped", "source": "spacetime-tiny", "queue": "video.spacetime-tiny", "sizes": ["128x128"],
      "seconds": ["4"], "fps": 8, "default_steps": 100, "default_guidance": 5.0, "time_limit_s": 2},
     {"name": "spacetime-parked", "source": "spacetime-tiny", "sizes": ["128x128"], "seconds": ["1"],

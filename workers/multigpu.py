@@ -98,6 +98,8 @@ def _rank_main(rank: int, world_size: int, port: int, source: str, device: str, 
 class RankGroupPipeline:
     """N rank processes behind the pipeline call of docs/contracts.md."""
 
+    supports_remix = True  # init_video + strength travel to parallel_generate with the request
+
     def __init__(self, source: str, world_size: int, device: str = "cuda", cfg_parallel: bool = True,
                  rank_timeout_s: float = 600.0, start_timeout_s: float = 1800.0):
         if world_size < 2:

@@ -90,18 +90,49 @@ def clip_options(job: dict[str, str], model: ServedModel) -> dict[str, Any]:
                 **extra)
 
 
-def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool]) -> np.ndarray:
-    """The one place the worker calls a pipeline for one job: job record -> uint8 frames (T, H, W, 3)."""
+def sample_frames(pipe: Any, job: dict[str, str], model: ServedModel, callback: Callable[[int, int], bool],
+                  source: np.ndarray | None = None) -> np.ndarray:
+    """The one place the worker calls a pipeline for one job: job record -> uint8 frames (T, H, W, 3).
+    `source`: a remix's source frames (remix_source)."""
+    remix = {} if source is None else {"init_video": source, "strength": float(job["strength"])}
     return pipe(prompt=job["prompt"], negative_prompt=job.get("negative_prompt", ""), seed=int(job["seed"]),
-                callback=callback, **clip_options(job, model))
+                callback=callback, **clip_options(job, model), **remix)
+
+
+class RemixUnavailable(RuntimeError):
+    """A remix cannot run: its source video is gone, or this worker's pipeline cannot remix."""
+
+
+def remix_source(storage: Any, pipe: Any, job: dict[str, str]) -> np.ndarray | None:
+    """The frames a remix starts from (its source's stored MP4, decoded), or None for a plain job."""
+    source_id = job.get("remixed_from_video_id")
+    if not source_id:
+        return None
+    if not getattr(pipe, "supports_remix", False):
+        raise RemixUnavailable(f"This worker's pipeline for model {job.get('model')!r} cannot remix videos.")
+    key = asset_key(source_id, "video")
+    size = storage.size(key)
+    if size is None:
+        raise RemixUnavailable(f"The source video '{source_id}' was deleted or expired before the remix ran.")
+    workspace = storage.workspace()
+    try:
+        path = workspace / "source.mp4"
+        with open(path, "wb") as f:
+            for chunk in storage.read(key, 0, size - 1):
+                f.write(chunk)
+        frames, _ = media.decode_mp4(path)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return frames
 
 
 def sample_batch(pipe: Any, jobs: list[dict[str, str]], model: ServedModel,
-                 callback: Callable[[int, int], bool]) -> list[np.ndarray]:
+                 callback: Callable[[int, int], bool], source: np.ndarray | None = None) -> list[np.ndarray]:
     """Jobs of one clip shape in one batched pipeline call (`supports_batch` pipelines) -> their
-    frames, in order; each job's clip is the one its seed gives alone, to float tolerance."""
+    frames, in order; each job's clip is the one its seed gives alone, to float tolerance.
+    A remix (`source` frames) runs alone."""
     if len(jobs) == 1:
-        return [sample_frames(pipe, jobs[0], model, callback)]
+        return [sample_frames(pipe, jobs[0], model, callback, source)]
     frames = pipe(prompt=[j["prompt"] for j in jobs], negative_prompt=[j.get("negative_prompt", "") for j in jobs],
                   seed=[int(j["seed"]) for j in jobs], callback=callback, **clip_options(jobs[0], model))
     return list(frames)  # (B, T, H, W, 3) -> B clips
@@ -299,6 +330,7 @@ def generate_video(job_id: str) -> str:
     runs = [Run(job_id, job)]
     try:
         pipe = ctx.pipeline(model)
+        source = remix_source(ctx.storage, pipe, job)
         runs += claim_batch(ctx, pipe, job_id, job)
         log.info("generation started", extra={**extra, "attempt": info, "model": model.name,
                                               "batch": [r.job_id for r in runs[1:]]})
@@ -307,8 +339,11 @@ def generate_video(job_id: str) -> str:
         if not runs:
             return "failed"
         callback = batch_callback(ctx, runs, model.name)
-        for run, frames in zip(runs, sample_batch(pipe, [r.job for r in runs], model, callback)):
+        for run, frames in zip(runs, sample_batch(pipe, [r.job for r in runs], model, callback, source)):
             run.frames = frames
+    except RemixUnavailable as exc:
+        fail_runs(ctx, runs, "remix_unavailable", str(exc))
+        return "failed"
     except SoftTimeLimitExceeded:
         fail_runs(ctx, runs, "timeout", over_limit(ctx, model))
         return "failed"
@@ -370,8 +405,9 @@ def stop_overdue_stage(ctx: WorkerContext, job_ids: Sequence[str]) -> None:
 def claim_batch(ctx: WorkerContext, pipe: Any, job_id: str, job: dict[str, str]) -> list[Run]:
     """Up to max_batch - 1 queued jobs of the same model and clip shape, claimed to run with `job`.
     Exact mode only: the fast mode's step cache decides for a whole batch, so a fast clip in a
-    batch would differ from the clip its seed gives alone."""
-    if ctx.settings.max_batch < 2 or not getattr(pipe, "supports_batch", False) or job.get("quality") == "fast":
+    batch would differ from the clip its seed gives alone. A remix runs alone (its own source)."""
+    if (ctx.settings.max_batch < 2 or not getattr(pipe, "supports_batch", False) or job.get("quality") == "fast"
+            or job.get("remixed_from_video_id")):
         return []
     ids = ctx.jobs.claim_alike(job_id, ctx.settings.max_batch - 1, ctx.settings.max_attempts)
     return [Run(i, record) for i in ids if (record := ctx.jobs.get(i))]
@@ -535,6 +571,8 @@ def store_outputs(ctx: WorkerContext, job_id: str, job: dict[str, str], frames: 
             "seconds": job["seconds"], "fps": job["fps"], "num_frames": str(len(frames)),
             "num_inference_steps": job["num_inference_steps"], "guidance_scale": job["guidance_scale"],
             "quality": job.get("quality") or "exact",
+            **({"remixed_from_video_id": job["remixed_from_video_id"], "strength": job["strength"]}
+               if job.get("remixed_from_video_id") else {}),
             "weights_hash": str(getattr(pipe, "weights_hash", "")),
             "random_weights": str(getattr(pipe, "is_random_weights", "")),
         }

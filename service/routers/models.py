@@ -17,7 +17,8 @@ def to_public(model: ServedModel) -> ModelPublic:
         id=model.name, sizes=model.sizes, seconds=model.seconds, fps=model.fps,
         default_size=model.default_size, default_seconds=model.default_seconds,
         default_steps=model.default_steps, default_guidance=model.default_guidance,
-        max_steps=model.max_steps, qualities=model.qualities, description=model.description,
+        max_steps=model.max_steps, qualities=model.qualities, remix=model.remix,
+        remix_strength=model.remix_strength, description=model.description,
     )
 
 

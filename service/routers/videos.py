@@ -1,4 +1,4 @@
-"""/v1/videos: create, retrieve, list, delete, cancel, download content, server-sent events."""
+"""/v1/videos: create, remix, retrieve, list, delete, cancel, download content, server-sent events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -23,7 +23,7 @@ from service.deps import (CatalogDep, JobsDep, PrincipalDep, RedisDep, SettingsD
 from service.errors import ApiError, not_found
 from service.jobs import JobStore, events_channel, fingerprint
 from service.ranges import parse_range
-from service.schemas import VideoCreate, VideoDeleted, VideoList, VideoPublic
+from service.schemas import VideoCreate, VideoDeleted, VideoList, VideoPublic, VideoRemix
 from service.storage import ASSETS, asset_key
 
 log = logging.getLogger("spacetime.service")
@@ -34,7 +34,11 @@ WEBHOOK_TASK_NAME, WEBHOOK_QUEUE = "spacetime.deliver_webhook", "webhooks"
 FINAL = ("completed", "failed")
 
 
-async def read_create_body(request: Request) -> VideoCreate:
+Body = TypeVar("Body", VideoCreate, VideoRemix)
+NUMERIC_FIELDS = ("seed", "num_inference_steps", "guidance_scale", "fps", "strength")
+
+
+async def read_body(request: Request, schema: type[Body]) -> Body:
     """JSON, or the multipart / urlencoded form the openai SDK sends (every value a string)."""
     content_type = request.headers.get("content-type", "")
     raw: dict[str, Any]
@@ -52,7 +56,7 @@ async def read_create_body(request: Request) -> VideoCreate:
             if not isinstance(value, str):
                 raise ApiError(400, f"File uploads are not supported (field '{name}').", code="unsupported_parameter", param=name)
             raw[name] = value
-        for name in ("seed", "num_inference_steps", "guidance_scale", "fps"):
+        for name in NUMERIC_FIELDS:  # an empty form field means "not given"
             if raw.get(name) == "":
                 raw.pop(name)
     else:
@@ -60,9 +64,23 @@ async def read_create_body(request: Request) -> VideoCreate:
             400, "Send the body as application/json or multipart/form-data.", code="unsupported_content_type"
         )
     try:
-        return VideoCreate.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
+
+
+def check_against_model(prompt: str, steps: int, quality: str, model: ServedModel, max_prompt_chars: int) -> None:
+    """What a create and a remix both check: prompt length, steps and quality for this model."""
+    if len(prompt) > max_prompt_chars:
+        raise ApiError(400, f"The prompt is {len(prompt)} characters; the limit is {max_prompt_chars}.",
+                       code="prompt_too_long", param="prompt")
+    if quality not in model.qualities:
+        listed = ", ".join(model.qualities)
+        raise ApiError(400, f"Invalid quality {quality!r} for model '{model.name}'; allowed: {listed}.",
+                       code="invalid_value", param="quality")
+    if steps > model.max_steps:
+        raise ApiError(400, f"num_inference_steps {steps} is above the limit of {model.max_steps} for "
+                       f"model '{model.name}'.", code="invalid_value", param="num_inference_steps")
 
 
 def resolve_spec(body: VideoCreate, model: ServedModel, max_prompt_chars: int) -> dict[str, Any]:
@@ -75,9 +93,6 @@ def resolve_spec(body: VideoCreate, model: ServedModel, max_prompt_chars: int) -
     if body.input_reference is not None:
         raise ApiError(400, "input_reference is not supported by this server.", code="unsupported_parameter",
                        param="input_reference")
-    if len(body.prompt) > max_prompt_chars:
-        raise ApiError(400, f"The prompt is {len(body.prompt)} characters; the limit is {max_prompt_chars}.",
-                       code="prompt_too_long", param="prompt")
     size = body.size or model.default_size
     if size not in model.sizes:
         raise bad("size", model.sizes, size)
@@ -86,18 +101,32 @@ def resolve_spec(body: VideoCreate, model: ServedModel, max_prompt_chars: int) -
         raise bad("seconds", model.seconds, seconds)
     if body.fps is not None and body.fps != model.fps:
         raise bad("fps", [model.fps], body.fps)
-    if body.quality not in model.qualities:
-        raise bad("quality", model.qualities, body.quality)
     steps = body.num_inference_steps or model.default_steps
-    if steps > model.max_steps:
-        raise ApiError(400, f"num_inference_steps {steps} is above the limit of {model.max_steps} for "
-                       f"model '{model.name}'.", code="invalid_value", param="num_inference_steps")
+    check_against_model(body.prompt, steps, body.quality, model, max_prompt_chars)
     return {
         "model": model.name, "prompt": body.prompt, "negative_prompt": body.negative_prompt,
         "seconds": seconds, "size": size, "fps": model.fps, "num_inference_steps": steps,
         "guidance_scale": body.guidance_scale if body.guidance_scale is not None else model.default_guidance,
         "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
         "quality": body.quality, "webhook_url": body.webhook_url,
+    }
+
+
+def remix_spec(body: VideoRemix, source: dict[str, str], model: ServedModel, max_prompt_chars: int) -> dict[str, Any]:
+    """A remix of `source` (a completed job record): its model, size, seconds and fps; the
+    request's prompt; the rest from the request, else the source's (the seed is drawn anew)."""
+    steps = body.num_inference_steps or int(source["num_inference_steps"])
+    quality = body.quality or source.get("quality") or "exact"
+    check_against_model(body.prompt, steps, quality, model, max_prompt_chars)
+    return {
+        "model": model.name, "prompt": body.prompt,
+        "negative_prompt": source.get("negative_prompt", "") if body.negative_prompt is None else body.negative_prompt,
+        "seconds": source["seconds"], "size": source["size"], "fps": source["fps"], "num_inference_steps": steps,
+        "guidance_scale": body.guidance_scale if body.guidance_scale is not None else float(source["guidance_scale"]),
+        "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
+        "quality": quality, "webhook_url": body.webhook_url,
+        "remixed_from_video_id": source["id"],
+        "strength": body.strength if body.strength is not None else model.remix_strength,
     }
 
 
@@ -109,9 +138,13 @@ def _with_poll_hint(response: Response, video: VideoPublic, poll_after_ms: int) 
 
 # The body is read by hand (JSON, or the multipart form the openai SDK sends), so FastAPI cannot
 # infer it: describe it in the OpenAPI schema for clients and fuzzers.
-_CREATE_BODY = VideoCreate.model_json_schema()
-CREATE_OPENAPI = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": _CREATE_BODY}, "multipart/form-data": {"schema": _CREATE_BODY}}}}
+def _body_openapi(schema: type[Body]) -> dict[str, Any]:
+    body = schema.model_json_schema()
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": body}, "multipart/form-data": {"schema": body}}}}
+
+
+CREATE_OPENAPI, REMIX_OPENAPI = _body_openapi(VideoCreate), _body_openapi(VideoRemix)
 
 
 @router.post("", response_model=VideoPublic, response_model_exclude_none=False, openapi_extra=CREATE_OPENAPI)
@@ -120,24 +153,33 @@ async def create_video(
     catalog: CatalogDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> VideoPublic:
-    body = await read_create_body(request)
+    body = await read_body(request, VideoCreate)
     model = catalog.get(body.model or catalog.default.name)
     if model is None:
         raise ApiError(400, f"Unknown model {body.model!r}; served models: {', '.join(catalog.names())}.",
                        code="model_not_found", param="model")
     spec = resolve_spec(body, model, settings.max_prompt_chars)
+    sent = fingerprint(body.model_dump(exclude_none=True))
+    return await submit(request, response, principal.owner, settings, jobs, model, spec, sent, idempotency_key)
+
+
+async def submit(
+    request: Request, response: Response, owner: str, settings: Settings, jobs: JobStore, model: ServedModel,
+    spec: dict[str, Any], sent: str, idempotency_key: str | None,
+) -> VideoPublic:
+    """Policy, webhook and rate checks, then record and queue the job (a create or a remix).
+    `sent` fingerprints the request as sent, for Idempotency-Key replays."""
     request.app.state.check_prompt(spec)  # prompt policy: before anything is queued
-    if body.webhook_url:
-        reason = await run_in_threadpool(webhooks.refusal, body.webhook_url, settings.webhook_allow_hosts)
+    if spec["webhook_url"]:
+        reason = await run_in_threadpool(webhooks.refusal, spec["webhook_url"], settings.webhook_allow_hosts)
         if reason:
             raise ApiError(400, reason, code="invalid_webhook_url", param="webhook_url")
     wait_s = await request.app.state.count_create(
-        args=[principal.owner, settings.create_limit_per_minute, 60, int(time.time())])
+        args=[owner, settings.create_limit_per_minute, 60, int(time.time())])
     if int(wait_s) > 0:
         raise ApiError(429, f"Create limit reached: {settings.create_limit_per_minute} videos per minute per key.",
                        code="rate_limit_exceeded", headers={"Retry-After": str(wait_s)})
-    sent = fingerprint(body.model_dump(exclude_none=True))
-    result = await jobs.create(principal.owner, spec, max_active=settings.max_active_jobs,
+    result = await jobs.create(owner, spec, max_active=settings.max_active_jobs,
                                idempotency_key=idempotency_key, idem_ttl_s=settings.idempotency_ttl_s,
                                request_fingerprint=sent)
     if result.outcome == "busy":
@@ -161,7 +203,7 @@ async def create_video(
         log.error("could not queue job", extra={"job_id": result.job_id, "error": str(exc)})
         await jobs.mark_failed(result.job_id, "queue_unavailable", "The job could not be queued.")
         raise ApiError(503, "The job queue is unavailable; try again shortly.", code="queue_unavailable")
-    log.info("video queued", extra={"job_id": result.job_id, "owner": principal.owner, "model": model.name})
+    log.info("video queued", extra={"job_id": result.job_id, "owner": owner, "model": model.name})
     record = await jobs.get(result.job_id)
     if record is None:  # deleted between create and now
         raise not_found(result.job_id)
@@ -235,6 +277,31 @@ async def completed_record(jobs: JobStore, video_id: str, owner: str, what: str)
     if record["status"] != "completed":
         raise ApiError(409, f"The video is {record['status']}; {what} once it is completed.", code="video_not_ready")
     return record
+
+
+@router.post("/{video_id}/remix", response_model=VideoPublic, openapi_extra=REMIX_OPENAPI)
+async def remix_video(
+    video_id: str, request: Request, response: Response, principal: PrincipalDep, settings: SettingsDep,
+    jobs: JobsDep, catalog: CatalogDep, storage: StorageDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> VideoPublic:
+    """A new video from a completed one and a new prompt (what the openai SDK's `videos.remix`
+    sends): the worker encodes the source MP4 and re-runs the last `strength` of the schedule
+    with the new prompt, so layout and motion carry over where the prompt does not change them."""
+    body = await read_body(request, VideoRemix)
+    source = await completed_record(jobs, video_id, principal.owner, "it can be remixed")
+    if source.get("assets_expired") == "1" or await run_in_threadpool(storage.size, asset_key(video_id, "video")) is None:
+        raise ApiError(410, f"The content of video '{video_id}' has expired and was deleted; it cannot be remixed.",
+                       code="video_expired")
+    model = catalog.get(source["model"])
+    if model is None:
+        raise ApiError(409, f"Model {source['model']!r} of video '{video_id}' is no longer served; it cannot be "
+                       "remixed.", code="model_not_found")
+    if not model.remix:
+        raise ApiError(400, f"Model '{model.name}' cannot remix videos.", code="remix_not_supported")
+    spec = remix_spec(body, source, model, settings.max_prompt_chars)
+    sent = fingerprint({"remix_of": video_id, **body.model_dump(exclude_none=True)})
+    return await submit(request, response, principal.owner, settings, jobs, model, spec, sent, idempotency_key)
 
 
 @router.get("/{video_id}/content")

@@ -12,7 +12,7 @@ from workers.media import decode_mp4
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks its videos API deprecated
 
 
-def test_create_and_poll_then_download_decodes_to_the_requested_clip(stack: Stack, tmp_path) -> None:
+def test_create_and_poll_download_remix_and_delete(stack: Stack, tmp_path) -> None:
     client = OpenAI(base_url=f"{stack.url}/v1", api_key=stack.key("sdk"), max_retries=0)
     video = client.videos.create_and_poll(
         model="spacetime-tiny", prompt="a green square moving right", seconds="1", size="160x96",
@@ -31,8 +31,12 @@ def test_create_and_poll_then_download_decodes_to_the_requested_clip(stack: Stac
     assert thumb[:4] == b"RIFF" and thumb[8:12] == b"WEBP"
 
     assert client.videos.retrieve(video.id).id == video.id
+    remix = client.videos.remix(video.id, prompt="a blue square moving right", extra_body={"strength": 0.5})
+    assert remix.remixed_from_video_id == video.id and (remix.model_extra or {})["strength"] == 0.5
+    remix = client.videos.poll(remix.id)
+    assert remix.status == "completed" and (remix.seconds, remix.size) == ("1", "160x96")
     page = client.videos.list(limit=10)
-    assert [v.id for v in page.data] == [video.id]
+    assert [v.id for v in page.data] == [remix.id, video.id]
     deleted = client.videos.delete(video.id)
     assert deleted.deleted is True and deleted.object == "video.deleted"
     with pytest.raises(openai.NotFoundError):
