@@ -75,6 +75,7 @@ export const api = {
   list: ({ limit = 20, after, order = "desc" } = {}) => request("GET", "/v1/videos", { query: { limit, after, order } }),
   remove: (id) => request("DELETE", videoPath(id)),
   cancel: (id) => request("POST", `${videoPath(id)}/cancel`),
+  remix: (id, body) => request("POST", `${videoPath(id)}/remix`, { json: body }),
   provenance: (id) => request("GET", `${videoPath(id)}/provenance`),
 };
 

@@ -47,6 +47,8 @@ function normaliseModel(m) {
     guidance: m.default_guidance,
     maxSteps: m.max_steps,
     qualities: m.qualities && m.qualities.length ? m.qualities : ["exact"],
+    remix: m.remix !== false,
+    remixStrength: m.remix_strength ?? 0.6,
     description: m.description || "",
   };
 }
@@ -210,7 +212,8 @@ function render(video) {
   $("job-progress-row").hidden = TERMINAL.has(video.status);
   $("cancel").disabled = Boolean(current && current.cancelling);
   const bits = [video.model, video.size, video.seconds && `${video.seconds} s`, video.seed != null && `seed ${video.seed}`,
-    video.quality === "fast" && "fast"];
+    video.quality === "fast" && "fast",
+    video.remixed_from_video_id && `remix of ${video.remixed_from_video_id} at ${Math.round(video.strength * 100)}% change`];
   $("job-meta").textContent = bits.filter(Boolean).join(" · ");
   if (video.status === "failed") showError($("job-error"), describeJobError(video.error));
 }
@@ -235,6 +238,7 @@ async function showResult(video) {
     player.src = src;
     download.href = getApiKey() ? src : contentUrl(video.id, "video");
     download.setAttribute("download", `${video.id}.mp4`);
+    showRemixForm(video);
     $("result").hidden = false;
   } catch (err) {
     showError($("job-error"), describeError(err));
@@ -246,6 +250,45 @@ async function showResult(video) {
     showProvenance(badge, await api.provenance(video.id));
   } catch {
     // 404: this video has no provenance record (or the gateway has no such route): show nothing
+  }
+}
+
+// ---------------------------------------------------------------- remix
+
+function showStrength() {
+  $("remix-strength-value").textContent = `${Math.round(Number($("remix-strength").value) * 100)}%`;
+}
+
+// The remix form under a finished video: shown when its model can remix, at the model's strength.
+function showRemixForm(video) {
+  const m = models.find((x) => x.id === video.model);
+  $("remix-form").hidden = Boolean(m && !m.remix);
+  $("remix-strength").value = String(m ? m.remixStrength : 0.6);
+  showStrength();
+}
+
+async function submitRemix() {
+  const box = $("job-error");
+  clearError(box);
+  const prompt = $("remix-prompt").value.trim();
+  if (!prompt) {
+    $("remix-prompt").setAttribute("aria-invalid", "true");
+    showError(box, { title: "Write a prompt first", message: "The remix prompt box is empty." });
+    $("remix-prompt").focus();
+    return;
+  }
+  const button = $("remix-submit");
+  button.disabled = true;
+  try {
+    const video = await api.remix(current.video.id, { prompt, strength: Number($("remix-strength").value) });
+    $("remix-prompt").value = "";
+    openJob(video);
+    gallery.reload();
+  } catch (err) {
+    showError(box, describeError(err));
+    if (err.param === "prompt") $("remix-prompt").setAttribute("aria-invalid", "true");
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -396,6 +439,9 @@ $("edit").addEventListener("click", () => {
 });
 
 $("api-key").value = getApiKey();
+$("remix-form").addEventListener("submit", (e) => { e.preventDefault(); submitRemix(); });
+$("remix-strength").addEventListener("input", showStrength);
+
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   setApiKey($("api-key").value.trim());

@@ -296,3 +296,38 @@ def test_fast_quality_is_sent_shown_and_refilled(page: Page, embedded: str) -> N
     page.get_by_role("button", name="Edit prompt and regenerate").click()
     expect(quality).to_have_value("fast")  # the job's settings come back, quality included
 
+
+
+def test_remix_a_finished_video_from_its_panel(page: Page, embedded: str, artifacts: Path) -> None:
+    open_page(page, embedded)
+    fill_tiny(page, PROMPT, steps=8)
+    submit(page)
+    expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+    source = job_id_of(page)
+    strength = page.get_by_label("Change")
+    default = httpx.get(f"{embedded}/v1/models/spacetime-tiny").json()["remix_strength"]
+    expect(strength).to_have_value(str(default))  # the model's own strength
+    expect(page.locator("#remix-strength-value")).to_have_text(f"{round(default * 100)}%")
+
+    page.get_by_role("button", name="Remix").click()  # nothing written yet: said, and nothing sent
+    expect(page.locator("#job-error")).to_contain_text("Write a prompt first")
+    expect(page.get_by_label("Remix this video with a new prompt")).to_have_attribute("aria-invalid", "true")
+    assert job_id_of(page) == source
+
+    page.get_by_label("Remix this video with a new prompt").fill("a green circle moving left")
+    strength.fill("0.5")
+    expect(page.locator("#remix-strength-value")).to_have_text("50%")
+    page.get_by_role("button", name="Remix").click()
+    expect(page.locator("#job")).not_to_have_attribute("data-job-id", source)
+    expect(page.locator("#job-status")).to_have_text(DONE, timeout=120_000)
+    remix = httpx.get(f"{embedded}/v1/videos/{job_id_of(page)}").json()
+    assert remix["remixed_from_video_id"] == source and remix["strength"] == 0.5
+    assert remix["prompt"] == "a green circle moving left" and remix["size"] == "128x128"
+    expect(page.locator("#job-meta")).to_contain_text(f"remix of {source} at 50% change")
+    expect(page.locator("#job-prompt")).to_have_text("a green circle moving left")
+    page.screenshot(path=str(artifacts / "remix.png"), full_page=True)
+
+    page.get_by_label("Remix this video with a new prompt").fill("a gory massacre")  # refused by the prompt policy
+    page.get_by_role("button", name="Remix").click()
+    expect(page.locator("#job-error")).to_be_visible()
+    expect(page.locator("#job-error")).to_contain_text("policy")
