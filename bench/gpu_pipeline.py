@@ -19,6 +19,13 @@ ours exact compiled (regional), the same with the guided pair as two batch-1 for
 the same without forecast steps (the fast mode of sessions 4-6) and with a forecast every 3rd
 step instead of the default's every 5th (at 50 steps), and ours fast compiled with FP8 linears
 (`fp8=True`, model/fp8.py; its blocks are compiled again for the FP8 path).
+Exact-mode levers, each ours exact compiled with one change: `ours-gelu` the MLPs' bias + GELU in
+the up-projection's cuBLASLt epilogue (`VideoDiT.enable_fused_gelu`; CUDA half precision only, so
+on the CPU this row runs the unfused MLP and draws the exact row's frames), `ours-vae-bf16` the
+VAE cast to bf16 for the decode, `ours-tuned` both plus `torch.backends.cudnn.benchmark = True`
+(cuDNN picks its convolution algorithms by timing them at the warm-up call). Every row sets the
+whole state it runs with; after the last row the VAE is float32 again, the fused GELU off and
+cudnn.benchmark as it was.
 `--only ours-compiled,ours-forecast3` runs a subset (the anchor always runs).
 Each is timed as one whole call (text encode, 50 guided steps, VAE decode) after a 2-step warm-up
 call, with the peak memory allocated during the call. PSNR compares frames with ours exact eager
@@ -46,8 +53,8 @@ from bench.fast_mode import psnr  # noqa: E402 (uint8 frames against uint8 frame
 from model.presets import get_preset  # noqa: E402
 from model.step_cache import FastSampling  # noqa: E402
 
-ROW_KEYS = ("diffusers-compiled", "ours-eager", "ours-compiled", "ours-split", "ours-fast", "ours-fast-no-forecast",
-            "ours-forecast3", "ours-fp8")
+ROW_KEYS = ("diffusers-compiled", "ours-eager", "ours-compiled", "ours-gelu", "ours-vae-bf16", "ours-tuned",
+            "ours-split", "ours-fast", "ours-fast-no-forecast", "ours-forecast3", "ours-fp8")
 PROMPT = "a red fox running through snow, cinematic"
 NEGATIVE = "blurry, low quality"
 
@@ -180,8 +187,10 @@ def main() -> int:
                         seed=0, mode=mode, fps=16, **shape)
 
         compiled = [False]
+        cudnn_benchmark = torch.backends.cudnn.benchmark
 
-        def setup(compile: bool, split: bool = False, **fast):
+        def setup(compile: bool, split: bool = False, fused_gelu: bool = False, vae_dtype: torch.dtype = torch.float32,
+                  tuned: bool = False, **fast):
             """Each row sets the whole state it runs with (compiling is one-way: compiled rows come last)."""
             def prepare() -> None:
                 if compile and not compiled[0]:
@@ -189,6 +198,9 @@ def main() -> int:
                     compiled[0] = True
                 ours.split_guidance = split
                 ours.fast_sampling = dataclasses.replace(FastSampling(), **fast)
+                ours.transformer.enable_fused_gelu(fused_gelu)  # a guard of the compiled blocks: one graph per value
+                ours.vae.to(vae_dtype)
+                torch.backends.cudnn.benchmark = tuned or cudnn_benchmark
             return prepare
 
         kind = "compiled" if compile_rows else "eager"
@@ -196,7 +208,11 @@ def main() -> int:
         variants = [("ours exact, eager", "exact", setup(False), "ours-eager")]
         if compile_rows:
             variants.append(("ours exact, compiled", "exact", setup(True), "ours-compiled"))
-        variants += [
+        variants += [  # the exact levers before the split row, whose batch-1 calls recompile the blocks
+            (f"ours exact, {kind}, fused GELU", "exact", setup(c, fused_gelu=True), "ours-gelu"),
+            (f"ours exact, {kind}, VAE bf16", "exact", setup(c, vae_dtype=torch.bfloat16), "ours-vae-bf16"),
+            (f"ours exact, {kind}, GELU+VAE bf16+cudnn", "exact",
+             setup(c, fused_gelu=True, vae_dtype=torch.bfloat16, tuned=True), "ours-tuned"),
             (f"ours exact, {kind}, pair as 2 calls", "exact", setup(c, split=True), "ours-split"),
             (f"ours fast, {kind}", "fast", setup(c), "ours-fast"),
             (f"ours fast, no forecasts, {kind}", "fast", setup(c, forecast_every=1), "ours-fast-no-forecast"),
@@ -211,6 +227,7 @@ def main() -> int:
             frames, seconds, peak = timed_call(lambda: ours_call(steps, mode), args.device)
             rows.append(dict(run=name, seconds=seconds, peak_gb=peak, frames=frames, stats=dict(ours.last_stats)))
             print(f"{name}: {seconds:.2f} s, peak {peak:.1f} GB, {ours.last_stats}", flush=True)
+        setup(False)()  # the defaults again: float32 VAE, unfused GELU, cudnn.benchmark as it was
 
     anchor = rows[0]["seconds"]
     reference_row = next((r for r in rows if r["run"].startswith("ours exact")), rows[0])

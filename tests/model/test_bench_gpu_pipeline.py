@@ -18,12 +18,21 @@ def test_pipeline_bench_runs_and_ours_matches_wan_pipeline(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["run"]: r for r in json.loads(out.read_text())}
     assert list(rows) == ["diffusers WanPipeline, eager (anchor)", "ours exact, eager",
+                          "ours exact, eager, fused GELU", "ours exact, eager, VAE bf16",
+                          "ours exact, eager, GELU+VAE bf16+cudnn",
                           "ours exact, eager, pair as 2 calls", "ours fast, eager", "ours fast, no forecasts, eager",
                           "ours fast, forecast every 3, eager", "ours fast + FP8, eager"]
     assert all(r["seconds"] > 0 for r in rows.values())
     # Same folder, same seed, float32 on the CPU: the two pipelines draw the same frames.
     assert rows["diffusers WanPipeline, eager (anchor)"]["psnr_vs_ours_exact"] > 40
     assert rows["ours exact, eager, pair as 2 calls"]["psnr_vs_ours_exact"] > 40  # same video
+    # The fused GELU runs on CUDA only: on the CPU the row is the exact row, frame for frame.
+    assert rows["ours exact, eager, fused GELU"]["psnr_vs_ours_exact"] == float("inf")
+    # A bf16 decode rounds the frames a little (the tiny random VAE: ~50 dB); with it the tuned row
+    # (fused GELU and cudnn.benchmark: nothing on the CPU) draws the same frames.
+    vae_bf16 = rows["ours exact, eager, VAE bf16"]["psnr_vs_ours_exact"]
+    assert 35 < vae_bf16 < float("inf")
+    assert rows["ours exact, eager, GELU+VAE bf16+cudnn"]["psnr_vs_ours_exact"] == vae_bf16
     fast = rows["ours fast, eager"]["stats"]
     assert fast["mode"] == "fast" and fast["guided_steps"] < fast["steps"]
     fp8 = rows["ours fast + FP8, eager"]
