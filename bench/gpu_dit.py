@@ -13,9 +13,12 @@ at this shape plus every other FLOP at the measured bf16 matmul rate.
 
 "ours eager, tried variant" runs our model with a variant patched in (RoPE as real cos/sin
 arithmetic, q/k/v as one fused matmul) for an A/B on the same GPU: it measured slower in eager and
-no faster compiled (docs/performance.md), so the model keeps its kernels. The last part profiles one compiled forward of
-each model and splits CUDA kernel time into matmuls, attention, Triton (inductor's fused
-elementwise/norm kernels) and the rest: where the gap to the floor is.
+no faster compiled (docs/performance.md), so the model keeps its kernels. "ours compiled, fused GELU
+epilogue" is ours compiled with `VideoDiT.enable_fused_gelu()` (the MLP's bias + tanh-GELU in the
+up-projection's cuBLASLt epilogue instead of a Triton pass over the (tokens, 8960) activation). The
+last part profiles one compiled forward of each model (and of the fused-GELU variant) and splits
+CUDA kernel time into matmuls, attention, Triton (inductor's fused elementwise/norm kernels) and
+the rest: where the gap to the floor is.
 """
 
 from __future__ import annotations
@@ -228,7 +231,13 @@ def main() -> int:
         with torch.inference_mode():
             out_c = ours(x, t, ctx).float()
             rel_c = ((out_c - ref).norm() / ref.norm()).item()
-            for name, fn in (("diffusers compiled", wan_fn), ("ours compiled", ours_fn)):
+        ours.enable_fused_gelu()  # a guard of the compiled blocks: compiles a second graph
+        run("ours compiled, fused GELU epilogue", ours_fn)
+        with torch.inference_mode():
+            rel_g = ((ours(x, t, ctx).float() - ref).norm() / ref.norm()).item()
+            for name, fn, fused in (("diffusers compiled", wan_fn, False), ("ours compiled", ours_fn, False),
+                                    ("ours compiled, fused GELU", ours_fn, True)):
+                ours.enable_fused_gelu(fused)
                 try:
                     breakdowns[name] = kernel_breakdown(fn)
                 except Exception as exc:  # the profiler is a diagnostic: never lose the timings to it
@@ -244,6 +253,7 @@ def main() -> int:
     print(f"relative L2 error ours vs diffusers (eager, bf16): {rel:.2e}")
     if not args.no_compile:
         print(f"relative L2 error ours compiled vs diffusers eager (bf16): {rel_c:.2e}")
+        print(f"relative L2 error ours compiled, fused GELU vs diffusers eager (bf16): {rel_g:.2e}")
     for name, kinds in breakdowns.items():
         total_ms = sum(kinds.values())
         print(f"CUDA kernel time, {name}: {total_ms:.1f} ms = " + ", ".join(
