@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-prompt", default="", help="what the video should avoid")
     parser.add_argument("--quality", choices=("exact", "fast"), default="exact",
                         help="fast: step cache + guidance on the first 60%% of steps (docs/performance.md)")
+    parser.add_argument("--remix", type=Path, default=None, metavar="MP4",
+                        help="remix this clip with the prompt: its frames, size and fps are kept "
+                             "(docs/api.md#remix)")
+    parser.add_argument("--strength", type=_positive_float, default=0.6,
+                        help="with --remix: share of the schedule run again, (0, 1] (default 0.6)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is safest on a busy machine)")
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.pipeline import GenerationCancelled, load_pipeline
-    from workers.media import encode_mp4
+    from workers.media import decode_mp4, encode_mp4
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
@@ -84,6 +89,22 @@ def run(args: argparse.Namespace) -> int:
               "output will not follow the prompt.", file=sys.stderr)
 
     fps_default, frames_default, width_default, height_default = _defaults(pipe)
+    remix: dict = {}
+    if args.remix is not None:  # the source clip sets the shape
+        if not getattr(pipe, "supports_remix", False):
+            print(f"error: {args.model} cannot remix a clip", file=sys.stderr)
+            return 2
+        try:
+            source, source_fps = decode_mp4(args.remix)
+        except (OSError, ValueError) as exc:  # missing, or not a video PyAV can read
+            print(f"error: cannot read {args.remix}: {exc}", file=sys.stderr)
+            return 2
+        frames_default, height_default, width_default = source.shape[:3]
+        fps_default = round(source_fps) or fps_default
+        remix = {"init_video": source, "strength": args.strength}
+        if args.seconds is not None or args.size is not None:
+            print("error: --remix keeps the clip's length and size; drop --seconds and --size", file=sys.stderr)
+            return 2
     fps = args.fps or fps_default
     num_frames = frames_default if args.seconds is None else round(args.seconds * fps) + 1
     width, height = args.size or (width_default, height_default)
@@ -102,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         frames = pipe(
             args.prompt, negative_prompt=args.negative_prompt, num_frames=num_frames, height=height, width=width,
             fps=fps, num_inference_steps=steps, guidance_scale=args.guidance, seed=seed, callback=progress,
-            **({"mode": "fast"} if args.quality == "fast" else {}),
+            **({"mode": "fast"} if args.quality == "fast" else {}), **remix,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -113,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    metadata = {"comment": f"spacetime model={args.model} seed={seed} steps={steps} prompt={args.prompt}"}
+    remixed = f" remix_of={args.remix.name} strength={args.strength}" if remix else ""
+    metadata = {"comment": f"spacetime model={args.model} seed={seed} steps={steps}{remixed} prompt={args.prompt}"}
     dest = encode_mp4(frames, args.output, fps=fps, metadata=metadata)
     elapsed = time.perf_counter() - started
     print(f"wrote {dest} ({len(frames)} frames, {width}x{height}, {fps} fps, seed {seed}) in {elapsed:.1f} s")

@@ -86,3 +86,24 @@ def test_generate_quality_fast_reaches_the_pipeline(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:  # argparse refuses it before any work
         main(["generate", "a ball", "-o", str(tmp_path / "x.mp4"), "--quality", "turbo"])
     assert exited.value.code == 2 and "invalid choice: 'turbo'" in capsys.readouterr().err
+
+
+def test_generate_remixes_a_clip_keeping_its_shape_and_refuses_what_it_cannot(pipeline_folder, tmp_path, capsys):
+    source = tmp_path / "source.mp4"
+    common = ["--model", str(pipeline_folder), "--steps", "4", "--seed", "1"]
+    assert main(["generate", "a red ball", "-o", str(source), "--seconds", "1", "--fps", "8", "--size", "64x32",
+                 *common]) == 0
+    remix = tmp_path / "remix.mp4"
+    assert main(["generate", "a green ball", "-o", str(remix), "--remix", str(source), "--strength", "0.5", *common]) == 0
+    frames, fps = decode_mp4(remix)
+    assert frames.shape == decode_mp4(source)[0].shape == (9, 32, 64, 3) and fps == 8
+    captured = capsys.readouterr()
+    assert "denoising" in captured.err and "/2 " in captured.err  # round(0.5 x 4) = 2 steps run
+
+    assert main(["generate", "x", "-o", str(tmp_path / "a.mp4"), "--remix", str(tmp_path / "missing.mp4"), *common]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["generate", "x", "-o", str(tmp_path / "b.mp4"), "--remix", str(source), "--size", "64x32", *common]) == 2
+    assert "keeps the clip's length and size" in capsys.readouterr().err
+    assert main(["generate", "x", "-o", str(tmp_path / "c.mp4"), "--remix", str(source), "--strength", "1.5", *common]) == 2
+    assert r"strength must be in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "c.mp4").exists()
