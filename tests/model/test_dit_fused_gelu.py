@@ -102,9 +102,11 @@ def test_fused_branch_never_bypasses_fp8(monkeypatch, fused_calls):
 
 
 def test_compiled_block_traces_the_fused_branch(monkeypatch):
-    """Dynamo traces the switch, the FP8 check and torch._addmm_activation (inductor runs the op as
-    an extern kernel). The compiled blocks give the eager fused output (the CPU's erf GELU) to float
-    rounding, 100x closer than the unfused output: they did run the fused op."""
+    """Dynamo traces the switch, the FP8 check and torch._addmm_activation, and inductor keeps the
+    op as one extern call (not decomposed into a matmul and a GELU pass). The compiled blocks give
+    the eager fused output (the CPU's erf GELU) to float rounding, 100x closer than the unfused one."""
+    from torch._inductor.utils import run_and_get_code
+
     monkeypatch.setattr(dit, "fused_gelu_device", lambda x: True)
     model = tiny_dit()
     x, t, ctx = _inputs()
@@ -115,5 +117,6 @@ def test_compiled_block_traces_the_fused_branch(monkeypatch):
         eager = model(x, t, ctx)
         for block in model.blocks:
             block.compile()
-        compiled = model(x, t, ctx)
+        compiled, code = run_and_get_code(model, x, t, ctx)
+    assert "aten._addmm_activation.default(" in "".join(code)
     assert rel(compiled, eager) < rel(eager, plain) / 100  # CPU: 1.3e-7 against 2.0e-5
