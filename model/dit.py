@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model import fp8
+from model.fp8 import runs_fp8
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -222,9 +222,8 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def runs_fused(self, x: torch.Tensor) -> bool:
-        fc1_in_fp8 = getattr(self.fc1, "_fp8_forward", False) and fp8._ON  # enable_fp8 + fp8_matmuls()
         return (self.fused_gelu and fused_gelu_device(x) and not torch.is_grad_enabled()
-                and self.fc1.weight.dtype == x.dtype and not fc1_in_fp8)
+                and self.fc1.weight.dtype == x.dtype and not runs_fp8(self.fc1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.runs_fused(x):

@@ -78,6 +78,11 @@ def fp8_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
+def runs_fp8(linear: nn.Linear) -> bool:
+    """Whether `linear` multiplies in FP8 now: prepared by `enable_fp8`, inside `fp8_matmuls()`."""
+    return _ON and linear.__dict__.get("_fp8_forward", False)
+
+
 def _forward(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if _ON:
         return fp8_linear(linear, x)
