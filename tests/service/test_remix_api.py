@@ -16,7 +16,7 @@ from tests.service.test_videos_api import PARKED, error_of
 
 def completed_source(gateway: Stack, client, body: dict | None = None, with_file: bool = True) -> dict:
     """A parked video, completed by a stand-in worker; its MP4 is a placeholder file (the gateway
-    only checks that it exists; the worker-side remix is tested in tests/workers/test_remix.py)."""
+    only checks that it exists; the worker-side remix is tested in tests/workers/test_remix_jobs.py)."""
     video = client.post("/v1/videos", json=body or {**PARKED, "seed": 5, "negative_prompt": "blurry"}).json()
     r = redis.Redis.from_url(gateway.redis_url, decode_responses=True)
     jobs = WorkerJobs(r, "remix-test-worker")
