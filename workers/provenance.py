@@ -2,9 +2,12 @@
 
 The manifest (made with c2pa-python) says who made the video and how:
 - claim generator `spacetime/<version>`;
-- `c2pa.actions`: one `c2pa.created` with digital source type `trainedAlgorithmicMedia`;
+- `c2pa.actions`: one `c2pa.created` with digital source type `trainedAlgorithmicMedia`; for a
+  remix, `c2pa.opened` (the source video, a `parentOf` ingredient carrying its own signed
+  manifest) then `c2pa.edited` with the same digital source type;
 - `org.spacetime.generation`: model, weights hash, seed, steps, guidance, size, frames, fps and
-  the sha256 of the prompt (the prompt text itself only when `include_prompt` is set).
+  the sha256 of the prompt (the prompt text itself only when `include_prompt` is set); for a
+  remix also the source's id and the strength.
 
 It is signed with the operator's certificate chain and key, or, when none is configured, with a
 leaf issued by a local CA generated on first use and kept in `signing_dir` (c2pa refuses
@@ -106,6 +109,8 @@ class GenerationInfo:
     num_frames: int | None = None
     fps: int | None = None
     video_id: str | None = None
+    remixed_from_video_id: str | None = None
+    strength: float | None = None
 
     def assertion(self, include_prompt: bool = False) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if v is not None and k not in ("prompt", "negative_prompt")}
@@ -135,24 +140,33 @@ def signer_files(settings: ProvenanceSettings) -> tuple[Path, Path]:
     return chain, key
 
 
+PARENT_ID = "parent"  # the instance id that links a remix's c2pa.opened action to its source ingredient
+
+
 def manifest_definition(info: GenerationInfo, include_prompt: bool = False,
-                        title: str = "video.mp4") -> dict[str, Any]:
+                        title: str = "video.mp4", has_parent: bool = False) -> dict[str, Any]:
+    """`has_parent`: a remix whose source video goes in as the `parentOf` ingredient (sign_mp4)."""
+    made = {"digitalSourceType": DIGITAL_SOURCE_TYPE, "softwareAgent": {"name": "spacetime", "version": version()}}
+    actions = [{"action": "c2pa.created", **made}]
+    if has_parent:
+        actions = [{"action": "c2pa.opened", "parameters": {"ingredientIds": [PARENT_ID]}},
+                   {"action": "c2pa.edited", **made, "description": "remixed with a new prompt"}]
     return {
         "claim_generator_info": [{"name": "spacetime", "version": version()}],
         "title": title,
         "format": MIME,
         "assertions": [
-            {"label": "c2pa.actions", "data": {"actions": [{
-                "action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE,
-                "softwareAgent": {"name": "spacetime", "version": version()},
-            }]}},
+            {"label": "c2pa.actions", "data": {"actions": actions}},
             {"label": GENERATION_LABEL, "data": info.assertion(include_prompt)},
         ],
     }
 
 
-def sign_mp4(src: str | Path, dest: str | Path, info: GenerationInfo, settings: ProvenanceSettings) -> Path:
+def sign_mp4(src: str | Path, dest: str | Path, info: GenerationInfo, settings: ProvenanceSettings,
+             parent: Path | None = None) -> Path:
     """Write `src` with a signed C2PA manifest to `dest` (may be `src`: signs in place).
+    `parent`: the MP4 a remix was made from; it becomes the manifest's `parentOf` ingredient
+    (with its own manifest, which verifiers then check too).
 
     Goes through a temporary file beside dest and an atomic rename; on any failure it raises
     `SigningError` and dest is exactly as it was before (absent, or the previous file).
@@ -170,9 +184,13 @@ def sign_mp4(src: str | Path, dest: str | Path, info: GenerationInfo, settings: 
     tmp = Path(tmp_name)
     try:
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(alg, chain, key, settings.tsa_url))
-        definition = manifest_definition(info, settings.include_prompt, dest.name)
+        definition = manifest_definition(info, settings.include_prompt, dest.name, has_parent=parent is not None)
         with c2pa.Context(signer=signer) as context, c2pa.Builder(definition, context=context) as builder, \
                 open(src, "rb") as source, open(tmp, "w+b") as out:
+            if parent is not None:
+                with open(parent, "rb") as ingredient:
+                    builder.add_ingredient({"title": f"{info.remixed_from_video_id or parent.stem}.mp4",
+                                            "relationship": "parentOf", "instance_id": PARENT_ID}, MIME, ingredient)
             builder.sign(MIME, source, out)
             out.flush()
             os.fsync(out.fileno())
@@ -193,11 +211,13 @@ def generation_info(job: Mapping[str, str], weights_hash: str, num_frames: int,
         num_inference_steps=int(job["num_inference_steps"]), guidance_scale=float(job["guidance_scale"]),
         prompt=job["prompt"], negative_prompt=job.get("negative_prompt") or "", width_px=width_px,
         height_px=height_px, num_frames=num_frames, fps=int(job["fps"]), video_id=video_id,
+        remixed_from_video_id=job.get("remixed_from_video_id") or None,
+        strength=float(job["strength"]) if job.get("remixed_from_video_id") else None,
     )
 
 
 def write_signed_mp4(frames: np.ndarray, dest: str | Path, fps: int, info: GenerationInfo,
-                     settings: ProvenanceSettings) -> Path:
+                     settings: ProvenanceSettings, parent: Path | None = None) -> Path:
     """Encode (with `metadata_tags`) beside dest, sign into dest, drop the unsigned copy.
 
     Either dest ends up a signed MP4 or `SigningError` is raised and dest is untouched. The
@@ -208,7 +228,7 @@ def write_signed_mp4(frames: np.ndarray, dest: str | Path, fps: int, info: Gener
     unsigned = dest.with_name(f".{dest.stem}.unsigned.mp4")
     try:
         encode_mp4(frames, unsigned, fps=fps, metadata=metadata_tags(info, settings.include_prompt))
-        return sign_mp4(unsigned, dest, info, settings)
+        return sign_mp4(unsigned, dest, info, settings, parent)
     finally:
         unsigned.unlink(missing_ok=True)
 
@@ -282,6 +302,8 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "digital_source_type": next((a.get("digitalSourceType") for a in actions if a.get("digitalSourceType")), None),
         "generation": assertions.get(GENERATION_LABEL),
         "signature": manifest.get("signature_info", {}),
+        "ingredients": [{"title": i.get("title"), "relationship": i.get("relationship"),
+                         "manifest": i.get("active_manifest")} for i in manifest.get("ingredients", [])],
     }
 
 
@@ -359,6 +381,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  actions:     {', '.join(a for a in manifest.get('actions', []) if a)}")
             print(f"  source type: {manifest.get('digital_source_type')}")
             print(f"  signed by:   {signer.get('common_name')} (issuer {signer.get('issuer')}, {signer.get('alg')})")
+            for ingredient in manifest.get("ingredients", []):
+                print(f"  ingredient:  {ingredient['title']} ({ingredient['relationship']}, manifest "
+                      f"{ingredient['manifest'] or 'none'})")
             for key, value in (manifest.get("generation") or {}).items():
                 print(f"  {key + ':':<24} {value}")
     return 0 if result["state"] in ("valid", "trusted") else 1

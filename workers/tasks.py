@@ -110,20 +110,27 @@ def remix_source(storage: Any, pipe: Any, job: dict[str, str]) -> np.ndarray | N
         return None
     if not getattr(pipe, "supports_remix", False):
         raise RemixUnavailable(f"This worker's pipeline for model {job.get('model')!r} cannot remix videos.")
-    key = asset_key(source_id, "video")
-    size = storage.size(key)
-    if size is None:
-        raise RemixUnavailable(f"The source video '{source_id}' was deleted or expired before the remix ran.")
     workspace = storage.workspace()
     try:
-        path = workspace / "source.mp4"
-        with open(path, "wb") as f:
-            for chunk in storage.read(key, 0, size - 1):
-                f.write(chunk)
+        path = fetch_video(storage, source_id, workspace / "source.mp4")
+        if path is None:
+            raise RemixUnavailable(f"The source video '{source_id}' was deleted or expired before the remix ran.")
         frames, _ = media.decode_mp4(path)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return frames
+
+
+def fetch_video(storage: Any, video_id: str, dest: Path) -> Path | None:
+    """Copy a stored video's MP4 to `dest`; None when it is gone (deleted or expired)."""
+    key = asset_key(video_id, "video")
+    size = storage.size(key)
+    if size is None:
+        return None
+    with open(dest, "wb") as f:
+        for chunk in storage.read(key, 0, size - 1):
+            f.write(chunk)
+    return dest
 
 
 def sample_batch(pipe: Any, jobs: list[dict[str, str]], model: ServedModel,
@@ -162,14 +169,16 @@ def check_output(frames: np.ndarray, device: str) -> tuple[str, str] | None:
     return None if verdict.allowed else (ERROR_CODE, verdict.reason)
 
 
-def write_signed_video(frames: np.ndarray, dest: Path, job_id: str, job: dict[str, str], pipe: Any) -> dict[str, Any]:
-    """The MP4 with a signed C2PA manifest (workers/provenance.py) and its verification record."""
+def write_signed_video(frames: np.ndarray, dest: Path, job_id: str, job: dict[str, str], pipe: Any,
+                       parent: Path | None = None) -> dict[str, Any]:
+    """The MP4 with a signed C2PA manifest (workers/provenance.py) and its verification record.
+    `parent`: a remix's source MP4, named in the manifest as the ingredient it was made from."""
     from workers import provenance
 
     settings = provenance.ProvenanceSettings.from_settings()
     info = provenance.generation_info(job, str(getattr(pipe, "weights_hash", "")), len(frames), video_id=job_id)
     try:
-        provenance.write_signed_mp4(frames, dest, int(job["fps"]), info, settings)
+        provenance.write_signed_mp4(frames, dest, int(job["fps"]), info, settings, parent)
     except provenance.SigningError as exc:
         raise SigningFailed(str(exc)) from exc
     return provenance.provenance_record(dest, settings)
@@ -576,7 +585,12 @@ def store_outputs(ctx: WorkerContext, job_id: str, job: dict[str, str], frames: 
             "weights_hash": str(getattr(pipe, "weights_hash", "")),
             "random_weights": str(getattr(pipe, "is_random_weights", "")),
         }
-        record = write_signed_video(frames, workspace / "video.mp4", job_id, job, pipe)
+        parent = None
+        if job.get("remixed_from_video_id"):  # the source as the manifest's parent, if it is still stored
+            parent = fetch_video(ctx.storage, job["remixed_from_video_id"], workspace / "parent.mp4")
+            if parent is None:
+                log.warning("remix source gone before signing; signed without its ingredient", extra={"job_id": job_id})
+        record = write_signed_video(frames, workspace / "video.mp4", job_id, job, pipe, parent)
         (workspace / "provenance.json").write_text(json.dumps(record, indent=2))
         media.write_thumbnail(frames, workspace / "thumbnail.webp")
         media.write_spritesheet(frames, workspace / "spritesheet.jpg")

@@ -298,3 +298,28 @@ def test_operator_key_in_openssl_default_form(local: dict[str, Path], tmp_path: 
     signed = pv.sign_mp4(local["unsigned"], tmp_path / "sec1.mp4", INFO, settings)
     result = pv.verify(signed, tmp_path / "ca" / "ca.pem")
     assert result["state"] == "trusted" and result["manifest"]["signature"]["alg"].lower() == alg
+
+
+def test_a_remix_names_its_source_as_the_parent_ingredient(local: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    settings = pv.ProvenanceSettings(signing_dir=local["signing_dir"])
+    job = {"model": "spacetime-tiny", "seed": "5", "num_inference_steps": "20", "guidance_scale": "3.0",
+           "prompt": "a green circle moving left", "size": "64x48", "fps": "8",
+           "remixed_from_video_id": "video_abc", "strength": "0.6"}
+    info = pv.generation_info(job, "f" * 64, 9, video_id="video_remix")
+    remix = pv.write_signed_mp4(frames(seed=3), tmp_path / "remix.mp4", 8, info, settings, parent=local["signed"])
+    result = pv.verify(remix)
+    assert result["state"] == "valid", result
+    manifest = result["manifest"]
+    assert manifest["actions"] == ["c2pa.opened", "c2pa.edited"]
+    assert manifest["digital_source_type"].endswith("/trainedAlgorithmicMedia")
+    assert manifest["generation"]["remixed_from_video_id"] == "video_abc" and manifest["generation"]["strength"] == 0.6
+    source_label = pv.verify(local["signed"])["manifest"]["label"]
+    assert manifest["ingredients"] == [{"title": "video_abc.mp4", "relationship": "parentOf", "manifest": source_label}]
+    with c2pa.Reader(str(remix)) as reader:  # the opened action points at that ingredient
+        assertions = {a["label"]: a["data"] for a in reader.get_active_manifest()["assertions"]}
+    opened = assertions["c2pa.actions.v2"]["actions"][0]
+    assert opened["parameters"]["ingredients"][0]["url"].endswith("c2pa.ingredient.v3")
+    assert pv.verify(local["signed"])["manifest"]["ingredients"] == []  # a plain video has none
+    assert cli_main(["verify", str(remix)]) == 0
+    assert f"ingredient:  video_abc.mp4 (parentOf, manifest {source_label})" in capsys.readouterr().out

@@ -43,6 +43,14 @@ def test_a_remix_recolours_the_video_and_keeps_where_its_object_moves(stack: Sta
         meta = json.loads((stack.data_dir / remix["id"] / "metadata.json").read_text())
         assert meta["remixed_from_video_id"] == source["id"] and float(meta["strength"]) == done["strength"]
 
+        # The signed manifest names the source (with its own manifest) as the parent ingredient.
+        made = c.get(f"/v1/videos/{remix['id']}/provenance").json()
+        assert made["state"] in ("valid", "trusted") and made["manifest"]["actions"] == ["c2pa.opened", "c2pa.edited"]
+        source_manifest = c.get(f"/v1/videos/{source['id']}/provenance").json()["manifest"]["label"]
+        assert made["manifest"]["ingredients"] == [
+            {"title": f"{source['id']}.mp4", "relationship": "parentOf", "manifest": source_manifest}]
+        assert made["manifest"]["generation"]["remixed_from_video_id"] == source["id"]
+
 
 def test_a_remix_whose_source_is_deleted_before_it_runs_fails_clearly(stack: Stack) -> None:
     with stack.client() as c:
