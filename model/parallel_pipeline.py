@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from model.parallel import Mesh, ParallelVideoDiT, all_gather_stack
 from model.pipeline import MAX_SEED, TextToVideoPipeline, check_init_video
-from model.sampling import sample_latents
+from model.sampling import REMIX_STRENGTH, sample_latents
 from model.vae import TILING_ABOVE_PX, decode_latents, latent_shape, latent_stats, to_uint8_frames
 
 
@@ -114,7 +114,7 @@ def parallel_generate(
     num_frames: int | None = None, height: int | None = None, width: int | None = None, fps: int | None = None,
     num_inference_steps: int | None = None, guidance_scale: float | None = None, seed: int | None = None,
     callback: Callable[[int, int], bool | None] | None = None,
-    init_video: np.ndarray | None = None, strength: float = 0.7,
+    init_video: np.ndarray | None = None, strength: float = REMIX_STRENGTH,
 ) -> np.ndarray | None:
     """Every rank of `mesh` calls this with the same request; mesh rank 0 gets uint8 (T, H, W, 3), the others None.
 

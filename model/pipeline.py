@@ -28,7 +28,7 @@ from torch import nn
 
 from model.dit import VideoDiT
 from model.presets import Preset, SamplingDefaults, get_preset
-from model.sampling import GenerationCancelled, remix_start, sample_latents
+from model.sampling import REMIX_STRENGTH, GenerationCancelled, remix_start, sample_latents
 from model.step_cache import FastSampling
 from model.text_encoder import TextEncoder, build_text_encoder
 from model.vae import (build_vae, decode_latents, decode_needs_tiling, encode_video, latent_shape, load_vae,
@@ -263,7 +263,7 @@ class TextToVideoPipeline:
         callback: Callable[[int, int], bool | None] | None = None,
         mode: str = "exact",
         init_video: np.ndarray | None = None,
-        strength: float = 0.7,
+        strength: float = REMIX_STRENGTH,
     ) -> np.ndarray:
         """Generate one clip -> numpy uint8 (num_frames, height, width, 3). None -> the model's defaults.
 
@@ -325,8 +325,13 @@ class TextToVideoPipeline:
         """uint8 (T, H, W, 3) -> normalised latents (1, z, T', H', W'): the posterior's mean, so a
         remix depends only on its source and seed. Tiled when the decode of this size would be."""
         height, width = frames.shape[1:3]
-        self.vae.enable_tiling() if (self.vae_tiling if self.vae_tiling is not None else decode_needs_tiling(
-            self.vae, 1, height, width, self.device)) else self.vae.disable_tiling()
+        tiling = self.vae_tiling
+        if tiling is None:
+            tiling = decode_needs_tiling(self.vae, 1, height, width, self.device)
+        if tiling:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
         return encode_video(self.vae, frames_to_pixels(frames, self.device), sample=False).float()
 
 

@@ -100,6 +100,13 @@ def _make_scheduler(name: str, shift: float):
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
 
 
+# A remix's strength when none is given: on the tiny model the lowest that always takes a new
+# colour or shape while keeping the object where it was (bench/remix.py, docs/api.md#remix). The
+# gateway's catalogue default (service.catalog.DEFAULT_REMIX_STRENGTH) and `spacetime generate
+# --strength` use the same value (a test keeps them equal).
+REMIX_STRENGTH = 0.6
+
+
 def remix_start(num_inference_steps: int, strength: float) -> int:
     """The step a remix starts at: it runs the last round(strength * steps) steps (at least one).
 

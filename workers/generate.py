@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remix", type=Path, default=None, metavar="MP4",
                         help="remix this clip with the prompt: its frames, size and fps are kept "
                              "(docs/api.md#remix)")
-    parser.add_argument("--strength", type=_positive_float, default=0.6,
+    parser.add_argument("--strength", type=_positive_float, default=0.6,  # model.sampling.REMIX_STRENGTH
                         help="with --remix: share of the schedule run again, (0, 1] (default 0.6)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None,

@@ -122,3 +122,17 @@ def test_the_trained_tiny_model_recolours_a_clip_and_keeps_where_the_object_is()
     assert (now.colour, now.shape, now.motion) == ("green", "circle", "left")
     assert abs(now.mean_x - was.mean_x) < 0.05, (now.mean_x, was.mean_x)
     assert abs(now.mean_x - was.mean_x) < abs(other.mean_x - was.mean_x)  # a fresh clip puts it elsewhere
+
+
+def test_the_default_strength_is_one_value_in_the_model_the_gateway_and_the_cli():
+    import argparse
+
+    from model.sampling import REMIX_STRENGTH
+    from service.catalog import DEFAULT_REMIX_STRENGTH, ServedModel
+    from workers.generate import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    model = ServedModel(name="m", source="spacetime-tiny", sizes=["128x128"], seconds=["1"], fps=8, default_steps=2,
+                        default_guidance=3.0)
+    assert REMIX_STRENGTH == DEFAULT_REMIX_STRENGTH == model.remix_strength == parser.parse_args(["p"]).strength
