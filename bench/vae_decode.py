@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.fast_mode import psnr  # noqa: E402 (uint8 frames against uint8 frames)
-from model.vae import (decode_latents, encode_video, latent_shape, load_vae, to_uint8_frames,  # noqa: E402
-                       use_fast_cpu_kernels)
+from model.vae import (decode_latents, encode_video, from_uint8_frames, latent_shape, load_vae,  # noqa: E402
+                       to_uint8_frames, use_fast_cpu_kernels)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -124,8 +124,7 @@ def main() -> int:
             source = None
             if args.vae is not None:
                 source = shapes_clip(args.frames, height, width, seed=index)
-                video = torch.from_numpy(source).permute(3, 0, 1, 2)[None].to(device) / 127.5 - 1  # (1, 3, T, H, W)
-                latents = encode_video(vae, video.float(), sample=False)
+                latents = encode_video(vae, from_uint8_frames(source, device)[None], sample=False)
             else:
                 shape = (1, vae.config.z_dim, *latent_shape(args.frames, height, width, vae))
                 latents = torch.randn(shape, device=device)

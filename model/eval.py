@@ -147,9 +147,9 @@ def evaluate(generate: Callable[[EvalCase], np.ndarray], cases: list[EvalCase],
 @torch.no_grad()
 def reconstruct(vae, frames: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
     """uint8 (T, H, W, 3) -> the VAE's encode / decode of it, uint8 (T, H, W, 3)."""
-    from model.vae import decode_latents, encode_video, to_uint8_frames
+    from model.vae import decode_latents, encode_video, from_uint8_frames, to_uint8_frames
 
-    clip = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().to(device) / 127.5 - 1.0
+    clip = from_uint8_frames(frames, device)[None]  # (1, 3, T, H, W)
     dtype = next(vae.parameters()).dtype
     return to_uint8_frames(decode_latents(vae, encode_video(vae, clip.to(dtype), sample=False))[0])
 

@@ -31,8 +31,8 @@ from model.presets import Preset, SamplingDefaults, get_preset
 from model.sampling import REMIX_STRENGTH, GenerationCancelled, remix_start, sample_latents
 from model.step_cache import FastSampling
 from model.text_encoder import TextEncoder, build_text_encoder
-from model.vae import (build_vae, decode_latents, decode_needs_tiling, encode_video, latent_shape, load_vae,
-                       to_uint8_frames, use_fast_cpu_kernels)
+from model.vae import (build_vae, decode_latents, decode_needs_tiling, encode_video, from_uint8_frames, latent_shape,
+                       load_vae, to_uint8_frames, use_fast_cpu_kernels)
 
 __all__ = ["TextToVideoPipeline", "load_pipeline", "GenerationCancelled", "validate_request"]
 
@@ -115,12 +115,6 @@ def check_init_video(init_video: object, strength: float, num_frames: int, heigh
     if init_video.shape != (num_frames, height, width, 3):
         raise ValueError(f"init_video has shape {init_video.shape}; this request needs "
                          f"{(num_frames, height, width, 3)} (frames, height, width, RGB)")
-
-
-def frames_to_pixels(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float32 (1, 3, T, H, W) in [-1, 1], the VAE's input."""
-    pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
-    return (pixels.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0)
 
 
 class TextToVideoPipeline:
@@ -332,7 +326,7 @@ class TextToVideoPipeline:
             self.vae.enable_tiling()
         else:
             self.vae.disable_tiling()
-        return encode_video(self.vae, frames_to_pixels(frames, self.device), sample=False).float()
+        return encode_video(self.vae, from_uint8_frames(frames, self.device)[None], sample=False).float()
 
 
 def _from_wan_folder(folder: Path, device: str | torch.device, dtype: torch.dtype | None) -> TextToVideoPipeline:

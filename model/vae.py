@@ -15,6 +15,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
@@ -157,7 +158,13 @@ def use_fast_cpu_kernels(vae: AutoencoderKLWan) -> AutoencoderKLWan:
     return vae
 
 
-def to_uint8_frames(video: torch.Tensor) -> "numpy.ndarray":  # noqa: F821 (numpy named for readers)
+def from_uint8_frames(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Numpy uint8 (T, H, W, 3) -> one clip (3, T, H, W) float32 in [-1, 1]: `to_uint8_frames` reversed."""
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device)  # (a view unless strides are negative)
+    return pixels.permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """One clip (3, T, H, W) in [-1, 1] -> numpy uint8 (T, H, W, 3)."""
     frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (3, T, H, W)
     return frames.permute(1, 2, 3, 0).cpu().numpy()  # (T, H, W, 3)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from model.data.buckets import Batch, Bucket
 from model.data.shapes import SIZES
+from model.vae import from_uint8_frames
 
 JSONL_NAME = "captions.jsonl"
 
@@ -96,7 +97,7 @@ def choose_bucket(num_frames: int, height: int, width: int, max_frames: int,
 
 def fit_clip(frames: np.ndarray, bucket: Bucket) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (3, T', h, w) in [-1, 1]: first T' frames, resize + centre crop."""
-    clip = torch.from_numpy(frames[: bucket.num_frames]).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    clip = from_uint8_frames(frames[: bucket.num_frames])  # (3, T', H, W)
     _, _, h, w = clip.shape
     scale = max(bucket.height / h, bucket.width / w)
     nh, nw = max(bucket.height, round(h * scale)), max(bucket.width, round(w * scale))
