@@ -4,19 +4,27 @@ strength)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 Quality = Literal["exact", "fast"]  # fast: forecast steps + step cache + guidance window (docs/performance.md), opt-in
 Variant = Literal["video", "thumbnail", "spritesheet"]
 
 
-def check_webhook_url(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
+def check_webhook_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
         raise ValueError("webhook_url must be an http:// or https:// URL")
     return value
+
+
+# The fields a create and a remix both take, with their bounds in one place.
+Prompt = Annotated[str, Field(min_length=1)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Steps = Annotated[int, Field(ge=1)]
+Guidance = Annotated[float, Field(ge=1.0, le=30.0)]
+WebhookUrl = Annotated[str, AfterValidator(check_webhook_url)]
 
 
 class VideoCreate(BaseModel):
@@ -24,17 +32,17 @@ class VideoCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
+    prompt: Prompt
     model: str | None = None
     seconds: str | None = None
     size: str | None = None
     negative_prompt: str = ""
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    num_inference_steps: int | None = Field(default=None, ge=1)
-    guidance_scale: float | None = Field(default=None, ge=1.0, le=30.0)
+    seed: Seed | None = None
+    num_inference_steps: Steps | None = None
+    guidance_scale: Guidance | None = None
     fps: int | None = Field(default=None, ge=1)
     quality: Quality = "exact"
-    webhook_url: str | None = None
+    webhook_url: WebhookUrl | None = None
     # Accepted so the SDK's field name gets a clear "not supported" instead of "extra field".
     input_reference: Any = None
 
@@ -43,11 +51,6 @@ class VideoCreate(BaseModel):
     def _seconds_as_string(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _check_webhook_url(cls, value: str | None) -> str | None:
-        return check_webhook_url(value)
-
 
 class VideoRemix(BaseModel):
     """POST /v1/videos/{id}/remix: a new prompt for a completed video. The remix keeps the source's
@@ -55,21 +58,16 @@ class VideoRemix(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
+    prompt: Prompt
     # How much of the schedule is run again from the source: 1 ignores the source; lower keeps
     # more of its layout and motion (model.sampling.remix_start). Default: DEFAULT_REMIX_STRENGTH.
     strength: float | None = Field(default=None, gt=0.0, le=1.0)
     negative_prompt: str | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    num_inference_steps: int | None = Field(default=None, ge=1)
-    guidance_scale: float | None = Field(default=None, ge=1.0, le=30.0)
+    seed: Seed | None = None
+    num_inference_steps: Steps | None = None
+    guidance_scale: Guidance | None = None
     quality: Quality | None = None
-    webhook_url: str | None = None
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _check_webhook_url(cls, value: str | None) -> str | None:
-        return check_webhook_url(value)
+    webhook_url: WebhookUrl | None = None
 
 
 class VideoError(BaseModel):
