@@ -27,6 +27,13 @@ function showError(box, { title, message }) {
   box.hidden = false;
 }
 
+// An empty prompt box: marked invalid, said in `box` and focused; the caller sends nothing.
+function refuseEmptyPrompt(field, box, message) {
+  field.setAttribute("aria-invalid", "true");
+  showError(box, { title: "Write a prompt first", message });
+  field.focus();
+}
+
 function clearError(box) {
   box.hidden = true;
   box.replaceChildren();
@@ -145,9 +152,7 @@ async function submit() {
   clearError(error);
   const body = readForm();
   if (!body.prompt) {
-    $("prompt").setAttribute("aria-invalid", "true");
-    showError(error, { title: "Write a prompt first", message: "The prompt box is empty." });
-    $("prompt").focus();
+    refuseEmptyPrompt($("prompt"), error, "The prompt box is empty.");
     return;
   }
   const button = $("submit");
@@ -272,9 +277,7 @@ async function submitRemix() {
   clearError(box);
   const prompt = $("remix-prompt").value.trim();
   if (!prompt) {
-    $("remix-prompt").setAttribute("aria-invalid", "true");
-    showError(box, { title: "Write a prompt first", message: "The remix prompt box is empty." });
-    $("remix-prompt").focus();
+    refuseEmptyPrompt($("remix-prompt"), box, "The remix prompt box is empty.");
     return;
   }
   const button = $("remix-submit");
