@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance, >= 1 (default: the model's)")
     parser.add_argument("--negative-prompt", default="", help="what the video should avoid")
     parser.add_argument("--quality", choices=("exact", "fast"), default="exact",
-                        help="fast: step cache + guidance on the first 60%% of steps (docs/performance.md)")
+                        help="fast: forecast steps + step cache + guidance on the first 60%% of steps "
+                             "(docs/performance.md)")
     parser.add_argument("--remix", type=Path, default=None, metavar="MP4",
                         help="remix this clip with the prompt: its frames, size and fps are kept "
                              "(docs/api.md#remix)")
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     fps_default, frames_default, width_default, height_default = _defaults(pipe)
     remix: dict = {}
     if args.remix is not None:  # the source clip sets the shape
+        if args.seconds is not None or args.size is not None:
+            print("error: --remix keeps the clip's length and size; drop --seconds and --size", file=sys.stderr)
+            return 2
         if not getattr(pipe, "supports_remix", False):
             print(f"error: {args.model} cannot remix a clip", file=sys.stderr)
             return 2
@@ -102,9 +106,6 @@ def run(args: argparse.Namespace) -> int:
         frames_default, height_default, width_default = source.shape[:3]
         fps_default = round(source_fps) or fps_default
         remix = {"init_video": source, "strength": args.strength}
-        if args.seconds is not None or args.size is not None:
-            print("error: --remix keeps the clip's length and size; drop --seconds and --size", file=sys.stderr)
-            return 2
     fps = args.fps or fps_default
     num_frames = frames_default if args.seconds is None else round(args.seconds * fps) + 1
     width, height = args.size or (width_default, height_default)
